@@ -1,0 +1,33 @@
+"""Shared numerics of the forward processes: finite log-zero, safe logs, categorical draws, time broadcasting."""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+# Log-probability of an impossible class. Finite on purpose: 0 * (NEG_INF - NEG_INF) = 0 in every KL, where
+# -inf would give NaN (reference-masked.md C.5).
+NEG_INF = -1e6
+
+
+def safe_log(p: jax.Array) -> jax.Array:
+    """log(p) with log(0) = NEG_INF (also for tiny negative round-off)."""
+    return jnp.where(p > 0, jnp.log(jnp.where(p > 0, p, 1.0)), NEG_INF)
+
+
+def sample_categorical(key: jax.Array, logp: jax.Array) -> jax.Array:
+    """One draw per leading index from normalised or unnormalised log-probabilities [..., K] -> int32[...]."""
+    return jax.random.categorical(key, logp, axis=-1).astype(jnp.int32)
+
+
+def as_batch_times(t, batch: int) -> jax.Array:
+    """Broadcast a scalar or [B] time to float32[B]."""
+    t = jnp.asarray(t, jnp.float32)
+    return jnp.broadcast_to(t, (batch,)) if t.ndim == 0 else t
+
+
+def check_tokens(x: jax.Array, num_states: int, name: str = "x") -> None:
+    """Shape/dtype check usable at trace time (token values are checked by the data pipeline)."""
+    if x.ndim != 2:
+        raise ValueError(f"{name} must be int[B, D], got shape {x.shape}")
+    if not jnp.issubdtype(x.dtype, jnp.integer):
+        raise TypeError(f"{name} must hold integer token ids, got dtype {x.dtype}")
