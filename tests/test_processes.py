@@ -61,6 +61,14 @@ def test_uniform_equals_expm_of_generator():
                                    scipy.linalg.expm(sigma * gen), atol=1e-6)
 
 
+def test_uniform_rate_is_derivative_of_transition():
+    proc = Uniform(num_states=4)
+    for t in (0.2, 0.7):
+        h = 1e-3
+        dq = (np.asarray(proc.transition(jnp.array([t + h]), jnp.array([t]))[0]) - np.eye(4)) / h
+        np.testing.assert_allclose(dq, np.asarray(proc.rate(jnp.array([t]))[0]), atol=5e-3)
+
+
 def test_masked_closed_form():
     proc = Masked(vocab_size=3)
     q = np.asarray(proc.transition(jnp.array([0.5]))[0])

@@ -38,6 +38,20 @@ class Uniform:
             return 1.0 - (1.0 - self.eps) * t
         return jnp.clip(jnp.cos(0.5 * math.pi * t), 0.0, 1.0)
 
+    def rate_scalar(self, t) -> jax.Array:
+        """beta(t) = -d log a(t) / dt, the total jump rate of the generator R_t = beta(t) (11^T / K - I)."""
+        t = jnp.asarray(t, jnp.float32)
+        if self.schedule == "linear":
+            return (1.0 - self.eps) / self.keep_prob(t)
+        return 0.5 * math.pi * jnp.tan(0.5 * math.pi * jnp.clip(t, 0.0, 1.0 - 1e-6))
+
+    def rate(self, t) -> jax.Array:
+        """R_t[b, from, to] as float32[B, K, K]."""
+        t = jnp.atleast_1d(jnp.asarray(t, jnp.float32))
+        k = self.num_states
+        gen = jnp.full((k, k), 1.0 / k, jnp.float32) - jnp.eye(k, dtype=jnp.float32)
+        return self.rate_scalar(t)[:, None, None] * gen[None]
+
     def sample_xt(self, key, x0, t) -> jax.Array:
         """x0: int[B, D], t: [B] -> x_t: int32[B, D]."""
         a = self.keep_prob(as_batch_times(t, x0.shape[0]))[:, None]
