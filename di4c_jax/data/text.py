@@ -1,0 +1,87 @@
+"""Offline text corpus: the Python standard library's own `*.py` sources, chunked into fixed-length sequences.
+
+Files are all `*.py` below the directory of the `os` module (site-/dist-packages, `__pycache__` and, by default,
+the stdlib's own test suites excluded), sorted by relative path. The split is by file: a file goes to 'test' when
+crc32(relative path) % 20 == 0, so it is deterministic for a given Python version. Each split's files are
+concatenated and cut into non-overlapping chunks of `seq_len` tokens (the last partial chunk is dropped).
+"""
+import os
+import pathlib
+import zlib
+
+import numpy as np
+
+from di4c_jax.data.sources import ArraySource, DataInfo
+from di4c_jax.data.tokenizers import ByteTokenizer, CharTokenizer
+
+PYSTDLIB_TEST_EVERY = 20
+_SKIPPED_DIRS = frozenset({"site-packages", "dist-packages", "__pycache__"})
+_TEST_DIRS = frozenset({"test", "tests", "idle_test"})
+
+
+def pystdlib_files(*, exclude_tests: bool = True, root: str | os.PathLike | None = None) -> list[pathlib.Path]:
+    """Sorted `*.py` paths of the standard library (root defaults to the directory of the `os` module)."""
+    root = pathlib.Path(root if root is not None else os.path.dirname(os.__file__))
+    skipped = _SKIPPED_DIRS | (_TEST_DIRS if exclude_tests else frozenset())
+    files = []
+    for directory, subdirs, names in os.walk(root):
+        subdirs[:] = [d for d in subdirs if d not in skipped]
+        files.extend(pathlib.Path(directory, n) for n in names if n.endswith(".py"))
+    return sorted(files, key=lambda p: p.relative_to(root).as_posix())
+
+
+def is_test_file(path: pathlib.Path, root: pathlib.Path) -> bool:
+    """The split rule: crc32 of the relative POSIX path, every 20th bucket is 'test'."""
+    return zlib.crc32(path.relative_to(root).as_posix().encode()) % PYSTDLIB_TEST_EVERY == 0
+
+
+def chunk_tokens(ids: np.ndarray, seq_len: int) -> np.ndarray:
+    """int[L] -> int32[L // seq_len, seq_len], dropping the tail."""
+    if seq_len < 1:
+        raise ValueError(f"seq_len must be >= 1, got {seq_len}")
+    num = len(ids) // seq_len
+    return np.asarray(ids[: num * seq_len], np.int32).reshape(num, seq_len)
+
+
+def pystdlib_tokens(
+    split: str = "train",
+    *,
+    seq_len: int = 256,
+    tokenizer: str = "byte",
+    max_files: int | None = None,
+    exclude_tests: bool = True,
+    root: str | os.PathLike | None = None,
+) -> tuple[np.ndarray, ByteTokenizer | CharTokenizer]:
+    """Returns (tokens int32[num, seq_len], tokenizer).
+
+    tokenizer: 'byte' (raw file bytes, vocab 256) or 'char' (files decoded as UTF-8 with replacement; vocabulary =
+      sorted distinct characters of all selected files of both splits, so train and test share it).
+    max_files: keep only the first `max_files` files (sorted order) before splitting; for quick tests.
+    """
+    if split not in ("train", "test"):
+        raise ValueError(f"pystdlib_text split must be 'train' or 'test', got {split!r}")
+    if tokenizer not in ("byte", "char"):
+        raise ValueError(f"tokenizer must be 'byte' or 'char', got {tokenizer!r}")
+    root = pathlib.Path(root if root is not None else os.path.dirname(os.__file__))
+    files = pystdlib_files(exclude_tests=exclude_tests, root=root)[:max_files]
+    want_test = split == "test"
+    chosen = [p for p in files if is_test_file(p, root) == want_test]
+    if not chosen:
+        raise ValueError(f"no files for split {split!r} among {len(files)} stdlib files under {root}")
+    if tokenizer == "byte":
+        tok = ByteTokenizer()
+        ids = tok.encode(b"".join(p.read_bytes() for p in chosen))
+    else:
+        texts = {p: p.read_bytes().decode("utf-8", errors="replace") for p in files}
+        tok = CharTokenizer.fit("".join(texts.values()))
+        ids = tok.encode("".join(texts[p] for p in chosen))
+    return chunk_tokens(ids, seq_len), tok
+
+
+def pystdlib_dataset(split: str = "train", **kwargs) -> tuple[ArraySource, DataInfo]:
+    """`pystdlib_tokens` wrapped as a source; `info.decode` maps int[D] back to text."""
+    tokens, tok = pystdlib_tokens(split, **kwargs)
+    if len(tokens) == 0:
+        raise ValueError(f"pystdlib_text split {split!r} is shorter than one sequence; lower seq_len")
+    info = DataInfo(name="pystdlib_text", vocab_size=tok.vocab_size, shape=(tokens.shape[1],), decode=tok.decode)
+    return ArraySource(tokens), info
