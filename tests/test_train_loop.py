@@ -1,0 +1,125 @@
+"""Training loop: exact resume (in-process and after kill -9), non-finite stop, metrics files."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import grain
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from _train_toy import data_iterator, init_params, loss_fn, make_data
+from di4c_jax.parallel import make_mesh
+from di4c_jax.train import (Checkpointer, MetricWriter, OptimConfig, abstract_state_of, create_train_state,
+                            lr_schedule, make_optimizer, make_train_step, train)
+
+CFG = OptimConfig(learning_rate=3e-3, warmup_steps=2, ema_decay=0.99)
+TX = make_optimizer(CFG)
+MESH = make_mesh(4, 2)
+STATE0, SHARDINGS = create_train_state(init_params, TX, jax.random.key(0), MESH)
+STEP = make_train_step(loss_fn, TX, ema_decay=CFG.ema_decay, lr_schedule=lr_schedule(CFG), mesh=MESH,
+                       state_shardings=SHARDINGS)
+TESTS = Path(__file__).parent
+
+
+def _fresh_state():
+    return jax.tree.map(jnp.copy, STATE0)  # the step donates its input: every run needs its own buffers
+
+
+def _run(ckpt_dir, num_steps, writer=None, log_every=2):
+    """Train from a fresh state (or the latest checkpoint); returns (final state, number of steps run)."""
+    state = _fresh_state()
+    calls = []
+
+    def counting_step(*args):
+        calls.append(1)
+        return STEP(*args)
+
+    x, y = make_data()
+    it = data_iterator(x, y, batch_size=16, seed=1)
+    ckpt = Checkpointer(ckpt_dir, max_to_keep=2, save_every=3) if ckpt_dir is not None else None
+    try:
+        return train(state, counting_step, it, num_steps, ckpt, writer, log_every=log_every, progress=False), len(calls)
+    finally:
+        if ckpt is not None:
+            ckpt.close()
+
+
+def _assert_bitwise_equal(a, b):
+    jax.tree.map(lambda u, v: np.testing.assert_array_equal(np.asarray(u), np.asarray(v)), a, b)
+
+
+def test_resume_continues_exactly(tmp_path):
+    full, _ = _run(None, 8)
+    _run(tmp_path, 5)  # stops after step 5 (checkpoints 3 and 5)
+    resumed, steps_run = _run(tmp_path, 8)  # restores step 5 and the data position
+    assert steps_run == 3 and int(resumed["step"]) == 8
+    _assert_bitwise_equal(resumed, full)
+
+
+def test_non_finite_loss_stops_naming_the_step_and_never_saves_it(tmp_path):
+    x, y = make_data()
+    x = x.copy()
+    batch_size = 16
+    bad_step = 7
+    # unshuffled data so that the NaN row is in the batch of step 7
+    x[(bad_step - 1) * batch_size] = np.nan
+    it = iter(grain.MapDataset.range(len(x)).batch(batch_size).map(lambda i: {"x": x[i], "y": y[i]}))
+    state = _fresh_state()
+    with Checkpointer(tmp_path, save_every=5, async_=False) as ckpt:
+        with pytest.raises(FloatingPointError, match=f"at step {bad_step}\\b"):
+            train(state, STEP, it, 20, ckpt, log_every=10, progress=False)
+        assert ckpt.all_steps() == [5]
+        restored, step = ckpt.restore_latest(abstract_state_of(STATE0))
+    assert step == 5 and all(np.isfinite(np.asarray(v)).all() for v in jax.tree.leaves(restored))
+
+
+def test_metrics_jsonl_and_tensorboard(tmp_path):
+    with MetricWriter(tmp_path) as writer:
+        _run(None, 4, writer=writer, log_every=2)
+    lines = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [line["step"] for line in lines] == [2, 4]
+    assert {"loss", "accuracy", "grad_norm", "lr", "examples_per_sec"} <= set(lines[0])
+    assert lines[0]["lr"] == pytest.approx(CFG.learning_rate * 0.5 / 2)  # mean of warm-up lrs 0 and lr/2
+    assert any(p.name.startswith("events.out.tfevents") for p in tmp_path.iterdir())
+
+
+def _worker(workdir, num_steps, out, sleep=0.0):
+    env = {**os.environ, "PYTHONPATH": f"{TESTS.parent}{os.pathsep}{TESTS}", "JAX_PLATFORMS": "cpu",
+           "XLA_FLAGS": "--xla_force_host_platform_device_count=8"}
+    cmd = [sys.executable, str(TESTS / "_train_worker.py"), str(workdir), str(num_steps), "4", str(out), str(sleep)]
+    return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+@pytest.mark.slow
+def test_kill9_then_rerun_matches_uninterrupted_run_bitwise(tmp_path):
+    num_steps = 20
+    reference = _worker(tmp_path / "ref", num_steps, tmp_path / "ref.npz")
+    victim = _worker(tmp_path / "run", num_steps, tmp_path / "run.npz", sleep=0.3)
+    ckpt_dir = tmp_path / "run" / "ckpt"
+    deadline = time.time() + 240
+    while not (ckpt_dir / "8").is_dir() and time.time() < deadline and victim.poll() is None:
+        time.sleep(0.1)
+    assert victim.poll() is None, "the run ended before it could be killed:\n" + victim.stdout.read()
+    victim.send_signal(signal.SIGKILL)
+    victim.wait()
+    assert victim.returncode == -signal.SIGKILL
+    assert not (tmp_path / "run.npz").exists()
+
+    rerun = _worker(tmp_path / "run", num_steps, tmp_path / "run.npz")
+    out, _ = rerun.communicate(timeout=300)
+    assert rerun.returncode == 0, out
+    start = int(out.split("start ")[1].split()[0])
+    assert 8 <= start < num_steps, out
+    ref_out, _ = reference.communicate(timeout=300)
+    assert reference.returncode == 0, ref_out
+    ref, run = np.load(tmp_path / "ref.npz"), np.load(tmp_path / "run.npz")
+    assert sorted(ref.files) == sorted(run.files) and len(ref.files) > 5
+    for name in ref.files:
+        np.testing.assert_array_equal(run[name], ref[name], err_msg=name)
+    assert int(run["['step']"]) == num_steps
