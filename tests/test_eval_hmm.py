@@ -1,0 +1,65 @@
+"""HMM synthetic language: forward algorithm vs enumeration of hidden paths, sampler, entropy rate."""
+import itertools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from di4c_jax.eval.exact import empirical_law, mc_noise_floor, tv_distance
+from di4c_jax.eval.hmm import (hmm_entropy_rate, hmm_log_likelihood, hmm_prefix_log_likelihood, random_hmm,
+                               sample_hmm)
+
+H, V, L = 3, 4, 4
+
+
+@pytest.fixture(scope="module")
+def hmm():
+    return random_hmm(jax.random.key(0), H, V, trans_sharpness=1.0, emit_sharpness=1.0)
+
+
+def brute_force_law(log_init, log_trans, log_emit):
+    """p(x) for every x in V^L by summing over all H^L hidden paths; index = base-V, first token most significant."""
+    pi, A, B = (np.exp(np.asarray(a, np.float64)) for a in (log_init, log_trans, log_emit))
+    p = np.zeros(V**L)
+    for i, x in enumerate(itertools.product(range(V), repeat=L)):
+        for z in itertools.product(range(H), repeat=L):
+            w = pi[z[0]] * B[z[0], x[0]]
+            for j in range(1, L):
+                w *= A[z[j - 1], z[j]] * B[z[j], x[j]]
+            p[i] += w
+    return p
+
+
+def test_log_likelihood_equals_path_enumeration(hmm):
+    p = brute_force_law(*hmm)
+    assert p.sum() == pytest.approx(1.0, abs=1e-5)
+    x = np.stack(np.unravel_index(np.arange(V**L), (V,) * L), axis=1).astype(np.int32)
+    np.testing.assert_allclose(np.exp(np.asarray(hmm_log_likelihood(x, *hmm), np.float64)), p, rtol=1e-4, atol=1e-9)
+
+
+def test_prefix_likelihoods_are_marginals(hmm):
+    x = np.asarray(sample_hmm(jax.random.key(1), 8, 6, *hmm)[0])
+    prefix = hmm_prefix_log_likelihood(x, *hmm)
+    np.testing.assert_allclose(prefix[:, 2], hmm_log_likelihood(x[:, :3], *hmm), rtol=1e-5)
+
+
+def test_sampler_matches_exact_law(hmm):
+    p = brute_force_law(*hmm)
+    n = 100_000
+    x, z = sample_hmm(jax.random.key(2), n, L, *hmm)
+    assert x.shape == z.shape == (n, L)
+    assert tv_distance(p, empirical_law(x, V)) < 3 * mc_noise_floor(p, n)
+
+
+def test_entropy_rate_of_iid_hmm_is_emission_entropy():
+    # one hidden state: i.i.d. tokens, entropy rate = H(emission), zero variance per token position
+    emit = jnp.log(jnp.array([[0.5, 0.25, 0.125, 0.125]]))
+    rate, stderr = hmm_entropy_rate(jax.random.key(3), jnp.zeros(1), jnp.zeros((1, 1)), emit,
+                                    num_samples=256, length=256, burn_in=16)
+    assert rate == pytest.approx(1.75 * np.log(2), abs=4 * stderr + 1e-3)
+
+
+def test_bad_tokens_are_named(hmm):
+    with pytest.raises(ValueError, match="range"):
+        hmm_log_likelihood(np.array([[0, V]]), *hmm)
