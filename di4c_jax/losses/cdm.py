@@ -1,0 +1,206 @@
+"""Exact conditional distribution matching (CDM), after Gao & Sun (arXiv 2512.12889).
+
+Only the paper's abstract is known (papers.md B): the teacher's reverse conditional p_{0|t}(x0 | x_t) has a Markov
+decomposition through intermediate times, and the student is matched to that conditional itself, for one-step and
+few-step samplers. Everything below is OUR derivation from that principle, for x0-predicting teachers (the paper
+recovers its kernels from marginal density ratios; here every one-step teacher kernel is the closed-form
+p(x_s | x_r) = prod_d sum_{x0} q(x_s^d | x_r^d, x0^d) p^psi(x0^d | x_r), i.e. `process.reverse_step_logprobs`).
+
+Matched interval (t_hi -> t_lo), fine grid s_i = t_hi + (t_lo - t_hi) i / n, i = 0..n:
+  teacher conditional  P(x_lo | x_hi) = sum over paths of prod_{i<n} K^psi_i(x_{s_{i+1}} | x_{s_i})
+  student kernel       p^theta(x_lo | x_hi) = E_lam prod_d sum_{x0} q(x_lo^d | x_hi^d, x0^d) p^theta(x0^d | x_hi, lam)
+  objective            E_{x_hi} KL(P(. | x_hi) || p^theta(. | x_hi)) = E_{x_hi} CE(P, p^theta) - H(P)  (H: no theta)
+At t_lo = 0 the kernels are the x0-predictions themselves (`reverse_step_logprobs(., s=0)` is the law of
+`process.denoise(..., 'sample')`; for DiscreteGaussian up to its 1e-9 ratio_eps floor), so the one-step mode (t_hi = t ~ U[min_time, 1], t_lo = 0)
+matches p^theta_{0|t} to the teacher's n-step ancestral law of x0 given x_t, and the few-step mode (interval j of
+the student's coarse grid `process.default_time_grid(k)`, j ~ U{0..k-1}, x_hi ~ q(. | x0) forward from data)
+matches each of the k coarse student steps to n teacher steps, interval by interval.
+
+Estimator, per item, with M teacher chains x_lo^(m) and N student lambdas (product student: N = 1, lam = None):
+  no control variate:  -(1/M) sum_m log pbar_N(x_lo^(m)),  pbar_N = (1/N) sum_n prod_d k_n^d  (mixture_log_likelihood)
+  control variate:     -(1/M) sum_m [log pbar_N - sum_d log kbar^d](x_lo^(m)) - sum_{d,v} Pbar^d(v) log kbar^d(v)
+where kbar^d = (1/N) sum_n k_n^d are the student kernel's marginals and Pbar^d = (1/M) sum_m K^psi_{n-1,d}(. |
+x^(m)_{s_{n-1}}) are the teacher's LAST-step kernels averaged over the chains. The teacher chain's marginals P^d are
+not available in closed form; Pbar^d is an unbiased (Rao-Blackwellised) estimate of them, since x_lo^d given
+x_{s_{n-1}} is drawn from that last product kernel. The correction is linear in Pbar and its expectation equals that
+of the subtracted term, so the control variate changes the variance, not the expectation. For a product student
+the MC part is exactly 0 and the loss is sum_d CE(Pbar^d, k^d).
+What is sampled: t (one-step) or the interval (few-step); x_hi ~ q(. | x0); the M teacher chains (teacher lambdas
+per row per step for a mixture teacher); the N student lambdas. What is exact: every per-step kernel, the student
+kernel's likelihood (sum over x0 per dimension, product over D, mixture over the N drawn lambdas). Stop-gradient:
+teacher params, chain samples, Pbar. Gradient reaches the student only through its kernel at x_hi.
+Bias: for fixed lambdas, E_chains[loss] = CE(P, pbar_N) = KL(P || pbar_N) + H(P) and its gradient is unbiased for
+grad KL(P || pbar_N); pbar_N is an N-sample estimate of the lambda-mixture, and E_lam[-log pbar_N] >= -log E_lam
+p (Jensen), so for a mixture student the estimator is biased by that Jensen gap (-> 0 as N grows). Exactly
+unbiased for a product student.
+Cost per training example (network evaluations): student N (mixture) or 1, with gradient; teacher 1 + M (n - 1)
+for a product teacher (the first step at x_hi is shared by the M chains), M n for a mixture teacher.
+"""
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from di4c_jax.losses.mixture import mixture_log_likelihood, mixture_log_marginal
+from di4c_jax.processes.base import check_tokens, sample_categorical
+
+sg = jax.lax.stop_gradient
+CDM_MODES = ("one_step", "few_step")
+
+
+@dataclasses.dataclass(frozen=True)
+class CDMConfig:
+    """Static (hashable) settings of `cdm_loss` (see the module docstring).
+
+    mode: 'one_step' (t ~ U[min_time, 1] -> 0) or 'few_step' (a random interval of the k-step coarse grid).
+    num_teacher_steps: n, teacher steps per matched interval.  num_samples: M, teacher chains per item.
+    num_student_steps: k (few_step).  num_lambda: N (student_mixture).  teacher_is_mixture: fresh teacher lam per
+    row per step.  control_variate: see the module docstring.  student_dropout: pass `rngs` to the student.
+    """
+
+    mode: str = "one_step"
+    num_teacher_steps: int = 16
+    num_samples: int = 4
+    num_student_steps: int = 4
+    num_lambda: int = 16
+    student_mixture: bool = False
+    teacher_is_mixture: bool = False
+    control_variate: bool = True
+    student_dropout: bool = True
+    min_time: float = 1e-3
+
+    def __post_init__(self):
+        if self.mode not in CDM_MODES:
+            raise ValueError(f"unknown CDM mode {self.mode!r}; choose one of {CDM_MODES}")
+        for name in ("num_teacher_steps", "num_samples", "num_student_steps", "num_lambda"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if not 0.0 < self.min_time < 1.0:
+            raise ValueError(f"min_time must lie in (0, 1), got {self.min_time}")
+
+
+def teacher_chain(key, teacher_apply, teacher_params, process, x_hi, t_hi, t_lo, num_steps: int, num_samples: int,
+                  teacher_is_mixture: bool = False, cond=None):
+    """M independent n-step teacher chains from x_hi int[B, D] at t_hi float[B] down to t_lo float[B].
+
+    Returns (x_lo int32[B, M, D], last_kernel float32[B, M, D, K]): the chain ends and, per chain, the log-probs of
+    the last step's product kernel (at x_{s_{n-1}}), both stop-gradient. Step i draws from
+    `process.reverse_step_logprobs(x, teacher log p(x0 | x, s_i), s_i, s_{i+1})` on s_i = t_hi + (t_lo - t_hi) i/n.
+    """
+    batch, m = x_hi.shape[0], num_samples
+    teacher_params = sg(teacher_params)
+    t_hi, t_lo = jnp.broadcast_to(t_hi, (batch,)), jnp.broadcast_to(t_lo, (batch,))
+    t_hi_r, t_lo_r, cond_r = (None if a is None else jnp.repeat(a, m, axis=0) for a in (t_hi, t_lo, cond))
+
+    def time(i, lo, hi):
+        return jnp.where(i == num_steps, lo, hi + (lo - hi) * (i / num_steps))
+
+    def kernel(x, i, lo, hi, c, lam):
+        s_from, s_to = time(i, lo, hi), time(i + 1, lo, hi)
+        logp = process.x0_logprobs(teacher_apply(teacher_params, x, s_from, lam, c), x)
+        return process.reverse_step_logprobs(x, logp, s_from, s_to)
+
+    k_first, k_lam, k_rest = jax.random.split(key, 3)
+    x_rep = jnp.repeat(x_hi, m, axis=0)
+    if teacher_is_mixture:
+        first = kernel(x_rep, 0, t_lo_r, t_hi_r, cond_r, jax.random.uniform(k_lam, (batch * m,)))
+    else:  # all M chains start with the same kernel at x_hi: one evaluation per item
+        first = jnp.repeat(kernel(x_hi, 0, t_lo, t_hi, cond, None), m, axis=0)
+    x = sample_categorical(k_first, first)
+
+    def body(carry, inputs):
+        x, _ = carry
+        i, k = inputs
+        k_lam_i, k_step = jax.random.split(k)
+        lam = jax.random.uniform(k_lam_i, (batch * m,)) if teacher_is_mixture else None
+        logp_step = kernel(x, i, t_lo_r, t_hi_r, cond_r, lam)
+        return (sample_categorical(k_step, logp_step), logp_step), None
+
+    steps = (jnp.arange(1, num_steps), jax.random.split(k_rest, num_steps - 1))
+    (x, last), _ = jax.lax.scan(body, (x, first), steps)
+    return sg(x.reshape(batch, m, -1)), sg(last.reshape(batch, m, *last.shape[1:]))
+
+
+def student_kernel_logprobs(student_apply, student_params, process, x_hi, t_hi, t_lo, lam, cond, rngs=None):
+    """Per-component student kernel log p^theta_n(x_lo^d | x_hi) [B, N, D, K] (gradient flows).
+
+    lam: float[B, N] (mixture) or None (product, N = 1). One student evaluation per (item, component).
+    """
+    batch = x_hi.shape[0]
+    n = 1 if lam is None else lam.shape[1]
+    rep = [None if a is None else jnp.repeat(a, n, axis=0) for a in (x_hi, t_hi, t_lo, cond)]
+    x_rep, t_hi_r, t_lo_r, cond_r = rep
+    lam_flat = None if lam is None else lam.reshape(-1)
+    logp_x0 = process.x0_logprobs(student_apply(student_params, x_rep, t_hi_r, lam_flat, cond_r, rngs=rngs), x_rep)
+    kernel = process.reverse_step_logprobs(x_rep, logp_x0, t_hi_r, t_lo_r)
+    return kernel.reshape(batch, n, *kernel.shape[1:])
+
+
+def cdm_objective(student_kernel, x_lo, teacher_last_kernel, control_variate: bool = True):
+    """Per-item CDM estimator float32[B] (module docstring) from the student kernel [B, N, D, K] (gradient),
+    teacher chain ends x_lo int[B, M, D] and the teacher's last-step kernels [B, M, D, K] (stop-gradient).
+
+    Returns (per_item, nll) where nll = -(1/M) sum_m log pbar_N(x_lo^(m)) is the plain MC cross-entropy (equal to
+    per_item in expectation over the chains).
+    """
+    if student_kernel.ndim != 4 or teacher_last_kernel.shape[:3] != x_lo.shape:
+        raise ValueError(f"need student_kernel [B, N, D, K], x_lo [B, M, D] and teacher_last_kernel [B, M, D, K]; "
+                         f"got {student_kernel.shape}, {x_lo.shape}, {teacher_last_kernel.shape}")
+    nll = -jnp.mean(mixture_log_likelihood(student_kernel, x_lo, control_variate=False), axis=1)
+    if not control_variate:
+        return nll, nll
+    residual = -jnp.mean(mixture_log_likelihood(student_kernel, x_lo, control_variate=True), axis=1)
+    teacher_marginal = jnp.exp(sg(mixture_log_marginal(teacher_last_kernel)))
+    cross_entropy = -jnp.sum(teacher_marginal * mixture_log_marginal(student_kernel), axis=(-2, -1))
+    return residual + cross_entropy, nll
+
+
+def cdm_conditional_loss(key, student_apply, student_params, teacher_apply, teacher_params, process, x_hi, t_hi,
+                         t_lo, config: CDMConfig, cond=None):
+    """CDM estimator at given x_hi int[B, D], t_hi float[B], t_lo float[B] (t_lo < t_hi): (per_item [B], aux)."""
+    batch = x_hi.shape[0]
+    k_chain, k_lam, k_drop = jax.random.split(key, 3)
+    x_lo, last = teacher_chain(k_chain, teacher_apply, teacher_params, process, x_hi, t_hi, t_lo,
+                               config.num_teacher_steps, config.num_samples, config.teacher_is_mixture, cond)
+    lam = jax.random.uniform(k_lam, (batch, config.num_lambda)) if config.student_mixture else None
+    rngs = k_drop if config.student_dropout else None
+    kernel = student_kernel_logprobs(student_apply, student_params, process, x_hi, t_hi, t_lo, lam, cond, rngs)
+    per_item, nll = cdm_objective(kernel, x_lo, last, config.control_variate)
+    return per_item, dict(nll=nll)
+
+
+def cdm_times(key, process, config: CDMConfig, batch: int):
+    """(t_hi, t_lo) float32[B]: one_step t ~ U[min_time, 1] -> 0; few_step a uniform interval of the coarse grid."""
+    if config.mode == "one_step":
+        t_hi = config.min_time + (1.0 - config.min_time) * jax.random.uniform(key, (batch,))
+        return t_hi, jnp.zeros((batch,), jnp.float32)
+    grid = jnp.asarray(process.default_time_grid(config.num_student_steps), jnp.float32)
+    j = jax.random.randint(key, (batch,), 0, config.num_student_steps)
+    return grid[j], grid[j + 1]
+
+
+def cdm_loss(key, student_apply, student_params, teacher_apply, teacher_params, process, x0, config: CDMConfig,
+             cond=None):
+    """CDM loss on a data batch x0 int[B, D] (module docstring). Returns (scalar loss, aux dict of batch means).
+
+    Draws (t_hi, t_lo) by `cdm_times`, x_hi ~ q(. | x0) at t_hi, then `cdm_conditional_loss`; the loss is summed
+    over D (nats per item) and averaged over the batch. aux: loss, nll (plain MC cross-entropy), t_hi_mean.
+    Works for every process; `cond` is None or int32[B] labels.
+    """
+    check_tokens(x0, process.num_states, "x0")
+    if isinstance(x0, np.ndarray) and x0.size and (x0.min() < 0 or x0.max() >= process.num_states):
+        raise ValueError(f"x0 holds ids outside [0, {process.num_states}): min {x0.min()}, max {x0.max()}")
+    batch = x0.shape[0]
+    if cond is not None and jnp.shape(cond) != (batch,):
+        raise ValueError(f"cond must be None or int[B={batch}], got shape {jnp.shape(cond)}")
+    x0 = jnp.asarray(x0, jnp.int32)
+    k_time, k_xt, k_rest = jax.random.split(key, 3)
+    t_hi, t_lo = cdm_times(k_time, process, config, batch)
+    x_hi = process.sample_xt(k_xt, x0, t_hi)
+    per_item, aux = cdm_conditional_loss(k_rest, student_apply, student_params, teacher_apply, teacher_params,
+                                         process, x_hi, t_hi, t_lo, config, cond)
+    loss = jnp.mean(per_item)
+    return loss, dict(loss=loss, nll=jnp.mean(aux["nll"]), t_hi_mean=jnp.mean(t_hi))

@@ -1,0 +1,148 @@
+"""SDTT: self-distillation through time (Deschenaux & Gulcehre 2025), masked processes only.
+
+The student's one-step x0-prediction at (x_t, t) is matched, token by token, to the teacher's x0-predictions along
+`num_teacher_steps` ancestral steps of size dt (reference-masked.md A5). The target of a token masked in x_t is
+the teacher's log p(x0) from the step at which that token got unmasked, or the last step's prediction if it is
+still masked after the last step. The target is per token (a product): SDTT has no joint target.
+"""
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from di4c_jax.processes.base import check_tokens
+from di4c_jax.processes.masked import Masked
+
+sg = jax.lax.stop_gradient
+SDTT_MODES = ("kl-bwd", "kl-fwd", "tvd", "mse")
+
+
+@dataclasses.dataclass(frozen=True)
+class SDTTConfig:
+    """Static (hashable) settings of `sdtt_loss`.
+
+    `dt`: teacher step size of the current round. Multi-round training is the caller's job: round r (1-based)
+    uses `sdtt_round_dt(r)` = 2^(r-1) (1 - min_time) / base_steps and copies the student into the teacher between
+    rounds, so round r's student matches 2 teacher steps of total size 2^r / base_steps (reference: 1024).
+    `mode`: per-token divergence between student p_s and target p_t, summed over classes:
+      kl-bwd  sum p_s (log p_s - log p_t) = KL(student || teacher)   (reference default)
+      kl-fwd  sum p_t (log p_t - log p_s) = KL(teacher || student)
+      tvd     (1/2) sum |p_s - p_t|   (the reference takes sum |log p_s - log p_t| under this name)
+      mse     sum (p_s - p_t)^2       (the reference takes the mean of (log p_s - log p_t)^2 over classes)
+    tvd and mse are taken on probabilities here: the finite NEG_INF of impossible classes makes log-space
+    differences there meaningless (two "impossible" log-probs differ by O(1) after normalisation).
+    `min_time`: t ~ U[min_time, 1], antithetic (stratified) over the batch, as MDLM's `_sample_t`.
+    `student_mixture`: the student is a lambda-mixture; each row gets one lam ~ U[0, 1] and that component is
+    matched to the (per-token) target, which trains every component towards the same product target.
+    `teacher_is_mixture`: each teacher step draws a fresh lam per row (as the sampler does).
+    `student_dropout`: pass a PRNG key as `rngs` to the student (train mode).
+    """
+
+    dt: float = (1.0 - 1e-5) / 1024
+    mode: str = "kl-bwd"
+    num_teacher_steps: int = 2
+    min_time: float = 1e-5
+    student_mixture: bool = False
+    teacher_is_mixture: bool = False
+    student_dropout: bool = True
+
+    def __post_init__(self):
+        if self.mode not in SDTT_MODES:
+            raise ValueError(f"unknown SDTT mode {self.mode!r}; choose one of {SDTT_MODES}")
+        if not 0.0 < self.dt < 1.0:
+            raise ValueError(f"dt must lie in (0, 1), got {self.dt}")
+        if self.num_teacher_steps < 1:
+            raise ValueError(f"num_teacher_steps must be >= 1, got {self.num_teacher_steps}")
+        if not 0.0 <= self.min_time < 1.0:
+            raise ValueError(f"min_time must lie in [0, 1), got {self.min_time}")
+
+
+def sdtt_round_dt(round_index: int, base_steps: int = 1024, min_time: float = 1e-5, num_teacher_steps: int = 2):
+    """Teacher step size of SDTT round `round_index` (1-based): num_teacher_steps^(r-1) (1 - min_time) / base_steps."""
+    if round_index < 1:
+        raise ValueError(f"round_index is 1-based, got {round_index}")
+    return (1.0 - min_time) / base_steps * num_teacher_steps ** (round_index - 1)
+
+
+def token_divergence(logp_student: jax.Array, logp_target: jax.Array, mode: str) -> jax.Array:
+    """Per-token divergence [..., K] x [..., K] -> [...] (see SDTTConfig.mode)."""
+    p_s, p_t = jnp.exp(logp_student), jnp.exp(logp_target)
+    if mode == "kl-bwd":
+        return jnp.sum(p_s * (logp_student - logp_target), axis=-1)
+    if mode == "kl-fwd":
+        return jnp.sum(p_t * (logp_target - logp_student), axis=-1)
+    if mode == "tvd":
+        return 0.5 * jnp.sum(jnp.abs(p_s - p_t), axis=-1)
+    if mode == "mse":
+        return jnp.sum((p_s - p_t) ** 2, axis=-1)
+    raise ValueError(f"unknown SDTT mode {mode!r}; choose one of {SDTT_MODES}")
+
+
+def antithetic_times(key: jax.Array, batch: int, min_time: float) -> jax.Array:
+    """float32[B]: stratified t_i = min_time + (1 - min_time) ((u_i + i) / B mod 1), u_i ~ U[0, 1)."""
+    u = (jax.random.uniform(key, (batch,)) + jnp.arange(batch)) / batch
+    return min_time + (1.0 - min_time) * jnp.mod(u, 1.0)
+
+
+def sdtt_teacher_targets(key, teacher_apply, teacher_params, process: Masked, x_t, t, dt: float,
+                         num_steps: int = 2, teacher_is_mixture: bool = False, cond=None):
+    """Teacher target log-probs [B, D, K] (stop-gradient) from `num_steps` ancestral steps of size dt.
+
+    Step k (k = 0..num_steps-1) goes from max(t - k dt, 0) to max(t - (k+1) dt, 0): evenly spaced, unlike the
+    reference, whose step start times are [t, (1 - t)(t - 2 dt)] (reference-masked.md A5, C.19). Per token: the
+    teacher's log p(x0) at the step where the token got unmasked, else the last step's. Tokens unmasked in x_t
+    get the teacher's (SUBS) copy distribution; callers ignore them. Cost: num_steps teacher evaluations.
+    """
+    batch = x_t.shape[0]
+    teacher_params = sg(teacher_params)
+    x, decided, target = x_t, x_t != process.mask_id, None
+    for k, key_k in enumerate(jax.random.split(key, num_steps)):
+        k_lam, k_step = jax.random.split(key_k)
+        t_from = jnp.maximum(t - k * dt, 0.0)
+        t_to = jnp.maximum(t - (k + 1) * dt, 0.0)
+        lam = jax.random.uniform(k_lam, (batch,)) if teacher_is_mixture else None
+        logp = process.x0_logprobs(teacher_apply(teacher_params, x, t_from, lam, cond), x)
+        target = logp if target is None else jnp.where(decided[..., None], target, logp)
+        x = process.reverse_step(k_step, x, logp, t_from, t_to)
+        decided = decided | (x != process.mask_id)
+    return sg(target)
+
+
+def sdtt_loss(key, student_apply, student_params, teacher_apply, teacher_params, process, x0,
+              config: SDTTConfig, cond=None):
+    """SDTT loss on a data batch x0 int[B, D]. Returns (scalar loss, aux dict).
+
+    Draws antithetic t ~ U[min_time, 1] per row and x_t ~ q(. | x0); the loss is the mean, over all tokens of the
+    batch that are masked in x_t, of the per-token divergence between the student's x0 log-probs at (x_t, t)
+    and `sdtt_teacher_targets` (tokens unmasked in x_t do not count). Only `student_params` get gradient.
+    Masked processes only: the "step at which a token got unmasked" has no meaning for Uniform/DiscreteGaussian.
+    Cost per example: num_teacher_steps teacher evaluations + 1 student evaluation (with gradient).
+    aux: loss, num_masked (masked tokens in the batch), t_mean.
+    """
+    if not isinstance(process, Masked):
+        raise TypeError(f"SDTT is defined for Masked processes only, got {type(process).__name__}")
+    check_tokens(x0, process.num_states, "x0")
+    if isinstance(x0, np.ndarray) and x0.size and (x0.min() < 0 or x0.max() >= process.num_states):
+        raise ValueError(f"x0 holds ids outside [0, {process.num_states}): min {x0.min()}, max {x0.max()}")
+    batch = x0.shape[0]
+    if cond is not None and jnp.shape(cond) != (batch,):
+        raise ValueError(f"cond must be None or int[B={batch}], got shape {jnp.shape(cond)}")
+    x0 = jnp.asarray(x0, jnp.int32)
+    k_t, k_xt, k_teacher, k_lam, k_drop = jax.random.split(key, 5)
+
+    t = antithetic_times(k_t, batch, config.min_time)
+    x_t = process.sample_xt(k_xt, x0, t)
+    target = sdtt_teacher_targets(k_teacher, teacher_apply, teacher_params, process, x_t, t, config.dt,
+                                  config.num_teacher_steps, config.teacher_is_mixture, cond)
+    lam = jax.random.uniform(k_lam, (batch,)) if config.student_mixture else None
+    rngs = k_drop if config.student_dropout else None
+    logp_student = process.x0_logprobs(student_apply(student_params, x_t, t, lam, cond, rngs=rngs), x_t)
+
+    masked = x_t == process.mask_id
+    num_masked = jnp.sum(masked.astype(jnp.float32))
+    per_token = token_divergence(logp_student, target, config.mode)
+    loss = jnp.sum(jnp.where(masked, per_token, 0.0)) / jnp.maximum(num_masked, 1.0)
+    return loss, dict(loss=loss, num_masked=num_masked, t_mean=jnp.mean(t))
