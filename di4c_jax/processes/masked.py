@@ -48,10 +48,11 @@ class Masked:
         t = jnp.asarray(t, jnp.float32)
         if self.schedule == "loglinear":
             return (1.0 - self.eps) * t
+        # arccos(1 - t) = 2 arcsin(sqrt(t / 2)) and 1 - cos(x) = 2 sin^2(x / 2): exact near t = 0 in float32.
         if self.schedule == "arccos":
-            return (2.0 / math.pi) * jnp.arccos(jnp.clip(1.0 - t, -1.0, 1.0))
+            return (4.0 / math.pi) * jnp.arcsin(jnp.sqrt(jnp.clip(t, 0.0, 1.0) / 2.0))
         if self.schedule == "cosine":
-            return 1.0 - jnp.cos(0.5 * math.pi * t)
+            return 2.0 * jnp.sin(0.25 * math.pi * t) ** 2
         return t
 
     def sample_xt(self, key: jax.Array, x0: jax.Array, t: jax.Array) -> jax.Array:
