@@ -1,0 +1,163 @@
+"""DiT-style bidirectional transformer denoiser (MDLM/sdtt `DIT`, reference-masked.md A3; class conditioning for the
+MaskGIT-size configuration, B2-B3).
+
+Token embedding, rotary positions (GPT-NeoX rotate-half, base 1e4), adaLN-zero conditioning on
+`c = silu(time_mlp(sinusoid(1000 t))) [+ class_embed(cond)] [+ lam_embed(lam)]`, pre-LayerNorm blocks without
+LayerNorm bias, untied output layer, dropout on the attention and MLP branches.
+
+lambda conditioning, `lam_style`:
+- `'embed'`: `LambdaProjection(lam)` is added to `c` (tauLDR style). `lam_zero_init` zero-initialises its last
+  layer, so `c` is unchanged and a fresh student equals its teacher exactly.
+- `'token'`: `LambdaProjection(lam)` is an extra token (the sdtt/MaskGIT reference) that gets no rotary and is
+  dropped at the output. Exactness design: the extra token is kept as a separate array `z[B, 1, H]`, so the D
+  regular tokens run through exactly the teacher's ops. Softmax over the D + 1 keys equals
+  `att_D + p_z (v_z - att_D)` with `p_z = sigmoid(s_z - logsumexp(s_D))`; each block adds this term times a learned
+  per-head gate. Gate 1 is the reference's extra-token attention; `lam_zero_init` starts the gates at 0, so the
+  lambda token changes nothing until the gates learn (the sdtt reference instead starts from a random projection).
+  Op by op the zero-gate student is bitwise its teacher; under jit XLA fuses the shared intermediates (q, k, v,
+  logsumexp) differently, which moves the logits by float rounding only (~1e-6 relative).
+"""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from di4c_jax.models.lam import CheckedEmbed, LambdaProjection, time_features
+
+LAM_STYLES = (None, "token", "embed")
+
+
+def rotary_tables(length: int, head_dim: int, base: float = 1e4) -> tuple[jax.Array, jax.Array]:
+    """cos, sin float32[length, head_dim] of the GPT-NeoX rotary embedding."""
+    inv_freq = 1.0 / base ** (jnp.arange(0, head_dim, 2, dtype=jnp.float32) / head_dim)
+    freqs = jnp.outer(jnp.arange(length, dtype=jnp.float32), inv_freq)
+    emb = jnp.concatenate([freqs, freqs], axis=-1)
+    return jnp.cos(emb), jnp.sin(emb)
+
+
+def apply_rotary(x: jax.Array, cos: jax.Array, sin: jax.Array) -> jax.Array:
+    """x [B, L, heads, head_dim] rotated by position: x cos + rotate_half(x) sin."""
+    x1, x2 = jnp.split(x, 2, axis=-1)
+    rotated = jnp.concatenate([-x2, x1], axis=-1)
+    return (x * cos[None, :, None, :] + rotated * sin[None, :, None, :]).astype(x.dtype)
+
+
+def _modulate(x, shift, scale):
+    return x * (1 + scale) + shift
+
+
+class DiTBlock(nnx.Module):
+    def __init__(self, hidden: int, heads: int, mlp_dim: int, cond_dim: int, dropout: float, *,
+                 lam_token: bool, gate_init: float, dtype, rngs: nnx.Rngs):
+        if hidden % heads:
+            raise ValueError(f"hidden size {hidden} is not divisible by num_heads {heads}")
+        self.heads, self.dtype = heads, dtype
+        self.norm1 = nnx.LayerNorm(hidden, use_bias=False, epsilon=1e-5, rngs=rngs)
+        self.norm2 = nnx.LayerNorm(hidden, use_bias=False, epsilon=1e-5, rngs=rngs)
+        self.qkv = nnx.Linear(hidden, 3 * hidden, use_bias=False, dtype=dtype, rngs=rngs)
+        self.attn_out = nnx.Linear(hidden, hidden, use_bias=False, dtype=dtype, rngs=rngs)
+        self.mlp_in = nnx.Linear(hidden, mlp_dim, dtype=dtype, rngs=rngs)
+        self.mlp_out = nnx.Linear(mlp_dim, hidden, dtype=dtype, rngs=rngs)
+        zeros = nnx.initializers.zeros_init()
+        self.adaln = nnx.Linear(cond_dim, 6 * hidden, kernel_init=zeros, dtype=dtype, rngs=rngs)
+        self.dropout = nnx.Dropout(dropout)
+        if lam_token:
+            self.lam_gate = nnx.Param(jnp.full((heads,), gate_init, jnp.float32))
+
+    def _norm(self, norm, x):
+        y = norm(x.astype(jnp.float32))
+        return y if self.dtype is None else y.astype(self.dtype)
+
+    def _qkv(self, x, shift, scale):
+        b, n, _ = x.shape
+        qkv = self.qkv(_modulate(self._norm(self.norm1, x), shift, scale))
+        return [a.reshape(b, n, self.heads, -1) for a in jnp.split(qkv, 3, axis=-1)]
+
+    def _branch(self, x, gate, y, rngs):
+        return x + gate * self.dropout(y, deterministic=rngs is None, rngs=rngs)
+
+    def _mlp(self, x, shift, scale, gate, rngs):
+        h = self.mlp_in(_modulate(self._norm(self.norm2, x), shift, scale))
+        return self._branch(x, gate, self.mlp_out(jax.nn.gelu(h, approximate=True)), rngs)
+
+    def __call__(self, x, c, cos, sin, z=None, *, rngs=None):
+        """x [B, D, H], c [B, cond], z [B, 1, H] or None -> (x, z)."""
+        b, d, hidden = x.shape
+        shift1, scale1, gate1, shift2, scale2, gate2 = jnp.split(self.adaln(c)[:, None, :], 6, axis=-1)
+        q, k, v = self._qkv(x, shift1, scale1)
+        q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
+        scale = q.shape[-1] ** -0.5
+        s = jnp.einsum("bqhd,bkhd->bhqk", q, k, preferred_element_type=jnp.float32) * scale
+        lse = jax.nn.logsumexp(s, axis=-1)                                    # [B, heads, D]
+        att = jnp.einsum("bhqk,bkhd->bqhd", jnp.exp(s - lse[..., None]).astype(v.dtype), v)
+        if z is not None:
+            qz, kz, vz = self._qkv(z, shift1, scale1)
+            s_z = jnp.einsum("bqhd,bkhd->bhqk", q, kz, preferred_element_type=jnp.float32)[..., 0] * scale
+            p_z = jax.nn.sigmoid(s_z - lse).transpose(0, 2, 1)[..., None]     # [B, D, heads, 1]
+            gate = self.lam_gate[...][None, None, :, None]
+            att = att + (gate * p_z * (vz - att)).astype(att.dtype)
+            # The lambda token's own query attends to all D + 1 keys (keys of z carry no rotary).
+            s_zz = jnp.einsum("bqhd,bkhd->bhqk", qz, jnp.concatenate([k, kz], axis=1),
+                              preferred_element_type=jnp.float32) * scale
+            att_z = jnp.einsum("bhqk,bkhd->bqhd", jax.nn.softmax(s_zz, axis=-1).astype(v.dtype),
+                               jnp.concatenate([v, vz], axis=1))
+        x = self._branch(x, gate1, self.attn_out(att.reshape(b, d, hidden)), rngs)
+        x = self._mlp(x, shift2, scale2, gate2, rngs)
+        if z is not None:
+            z = self._branch(z, gate1, self.attn_out(att_z.reshape(b, 1, hidden)), rngs)
+            z = self._mlp(z, shift2, scale2, gate2, rngs)
+        return x, z
+
+
+class DiTDenoiser(nnx.Module):
+    """(x_t int32[B, D], t f32[B], lam f32[B] | None, cond int32[B] | None) -> logits float32[B, D, K]."""
+
+    def __init__(self, *, num_states: int, num_positions: int, hidden: int = 768, depth: int = 12,
+                 num_heads: int = 12, mlp_dim: int | None = None, cond_dim: int = 128, time_freq_dim: int = 256,
+                 time_conditioning: bool = True, num_classes: int = 0, dropout: float = 0.1,
+                 lam_style: str | None = None, lam_zero_init: bool = True, lam_feature_dim: int = 128,
+                 lam_hidden: int = 512, rotary_base: float = 1e4, compute_dtype=None, rngs: nnx.Rngs):
+        if lam_style not in LAM_STYLES:
+            raise ValueError(f"lam_style must be one of {LAM_STYLES}, got {lam_style!r}")
+        self.num_states, self.num_positions, self.num_classes = num_states, num_positions, num_classes
+        self.uses_lam, self.lam_style = lam_style is not None, lam_style
+        self.time_conditioning, self.time_freq_dim = time_conditioning, time_freq_dim
+        self.head_dim, self.rotary_base, self.dtype = hidden // num_heads, rotary_base, compute_dtype
+        self.tok_embed = CheckedEmbed(num_states, hidden, dtype=compute_dtype, rngs=rngs)
+        self.time_in = nnx.Linear(time_freq_dim, cond_dim, rngs=rngs)
+        self.time_out = nnx.Linear(cond_dim, cond_dim, rngs=rngs)
+        if num_classes:
+            self.class_embed = CheckedEmbed(num_classes + 1, cond_dim, rngs=rngs)  # index num_classes = null
+        if lam_style is not None:
+            out = hidden if lam_style == "token" else cond_dim
+            self.lam_proj = LambdaProjection(out, feature_dim=lam_feature_dim, hidden=lam_hidden,
+                                             zero_init=lam_zero_init and lam_style == "embed", rngs=rngs)
+        self.blocks = nnx.List([
+            DiTBlock(hidden, num_heads, mlp_dim or 4 * hidden, cond_dim, dropout, lam_token=lam_style == "token",
+                     gate_init=0.0 if lam_zero_init else 1.0, dtype=compute_dtype, rngs=rngs)
+            for _ in range(depth)])
+        zeros = nnx.initializers.zeros_init()
+        self.final_norm = nnx.LayerNorm(hidden, use_bias=False, epsilon=1e-5, rngs=rngs)
+        self.final_adaln = nnx.Linear(cond_dim, 2 * hidden, kernel_init=zeros, dtype=compute_dtype, rngs=rngs)
+        self.final_out = nnx.Linear(hidden, num_states, kernel_init=zeros, dtype=compute_dtype, rngs=rngs)
+
+    def __call__(self, x_t, t, lam, cond, *, rngs: nnx.Rngs | None = None) -> jax.Array:
+        b, d = x_t.shape
+        t_in = t if self.time_conditioning else jnp.zeros_like(t)
+        c = jax.nn.silu(self.time_out(jax.nn.silu(self.time_in(time_features(t_in, self.time_freq_dim)))))
+        if self.num_classes:
+            c = c + self.class_embed(cond)
+        if self.lam_style == "embed":
+            c = c + self.lam_proj(lam)
+        if self.dtype is not None:
+            c = c.astype(self.dtype)
+        x = self.tok_embed(x_t)
+        z = self.lam_proj(lam)[:, None, :].astype(x.dtype) if self.lam_style == "token" else None
+        cos, sin = rotary_tables(d, self.head_dim, self.rotary_base)
+        for block in self.blocks:
+            x, z = block(x, c, cos, sin, z, rngs=rngs)
+        shift, scale = jnp.split(self.final_adaln(c)[:, None, :], 2, axis=-1)
+        h = self.final_norm(x.astype(jnp.float32))
+        h = _modulate(h if self.dtype is None else h.astype(self.dtype), shift, scale)
+        return self.final_out(h).astype(jnp.float32)
