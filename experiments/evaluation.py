@@ -1,0 +1,158 @@
+"""The evaluate stage: score every saved sample file and write results.json / results.md.
+
+exact   TV and KL(p_data || p_model) between the empirical law of the samples and the exact law (half a
+        pseudo-count per state smooths the empirical law for KL), with the Monte-Carlo noise floor of TV.
+hmm     exact per-token NLL of generated text under the true HMM, and unigram entropy.
+digits  FID / KID / Inception-style score in the feature space of a digit classifier trained here (test accuracy
+        reported), classifier confidence, and class consistency for class-conditional samples.
+text    generative perplexity under an autoregressive evaluator LM trained here on the corpus, unigram entropy,
+        self-BLEU.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import jax
+import numpy as np
+
+from di4c_jax import eval as ev
+from experiments.setup import Setup
+from experiments.stages import sample_labels
+
+
+def _source_array(source) -> tuple[np.ndarray, np.ndarray | None]:
+    rows = [source[i] for i in range(len(source))]
+    x = np.stack([r["x0"] for r in rows]).astype(np.int32)
+    labels = np.asarray([r["label"] for r in rows], np.int32) if "label" in rows[0] else None
+    return x, labels
+
+
+class ExactScorer:
+    def __init__(self, setup: Setup):
+        self.k = setup.info.vocab_size
+        self.p = setup.law.probs()
+
+    def reference(self) -> dict:
+        return {"data_entropy_nats": float(-(self.p[self.p > 0] * np.log(self.p[self.p > 0])).sum())}
+
+    def __call__(self, tokens, labels=None) -> dict:
+        q = ev.empirical_law(tokens, self.k)
+        n = len(tokens)
+        return {"tv": ev.tv_distance(self.p, q),
+                "kl": ev.kl_divergence(self.p, q, smoothing=min(1.0, 0.5 * q.size / n)),
+                "tv_noise_floor": ev.mc_noise_floor(self.p, n)}
+
+
+class HMMScorer:
+    def __init__(self, setup: Setup):
+        self.hmm = setup.hmm
+        self.entropy_rate, _ = ev.hmm_entropy_rate(jax.random.key(0), *self.hmm)
+
+    def reference(self) -> dict:
+        return {"hmm_entropy_rate_nats": float(self.entropy_rate)}
+
+    def __call__(self, tokens, labels=None) -> dict:
+        nll = -np.asarray(ev.hmm_log_likelihood(tokens, *self.hmm)) / tokens.shape[1]
+        return {"nll_per_token": float(nll.mean()), "unigram_entropy": ev.mean_unigram_entropy(tokens)}
+
+
+class DigitsScorer:
+    def __init__(self, setup: Setup):
+        cfg = setup.config.evaluate
+        train_x, train_y = _source_array(setup.train_source)
+        self.test_x, self.test_y = _source_array(setup.eval_source)
+        clf_cfg = ev.ClassifierConfig(num_pixels=setup.num_dims, num_levels=setup.info.vocab_size,
+                                      num_classes=setup.info.num_classes)
+        self.apply, self.params = ev.train_classifier(jax.random.key(cfg.get("classifier_seed", 0)), clf_cfg,
+                                                      train_x, train_y, num_steps=cfg.get("classifier_steps", 2000))
+        test_probs, self.real_feats = ev.classify(self.apply, self.params, self.test_x)
+        self.test_accuracy = ev.accuracy(test_probs, self.test_y)
+        self.real_confidence = ev.confidence(test_probs)
+        self.kid_subset = cfg.get("kid_subset_size", 200)
+
+    def reference(self) -> dict:
+        return {"classifier_test_accuracy": self.test_accuracy, "real_test_confidence": self.real_confidence,
+                "num_real": int(len(self.test_x))}
+
+    def __call__(self, tokens, labels=None) -> dict:
+        probs, feats = ev.classify(self.apply, self.params, tokens)
+        kid_mean, kid_std = ev.kid(jax.random.key(1), self.real_feats, feats, num_subsets=50,
+                                   subset_size=min(self.kid_subset, len(feats), len(self.real_feats)))
+        out = {"fid": ev.fid(self.real_feats, feats), "kid": kid_mean, "kid_std": kid_std,
+               "confidence": ev.confidence(probs), "inception_score": ev.inception_score(probs)[0]}
+        if labels is not None:
+            out["class_accuracy"] = ev.accuracy(probs, labels)
+        return out
+
+
+class TextScorer:
+    def __init__(self, setup: Setup):
+        cfg = setup.config.evaluate
+        train_x, _ = _source_array(setup.train_source)
+        held_x, _ = _source_array(setup.eval_source)
+        self.lm_cfg = ev.LMConfig(vocab_size=setup.info.vocab_size, max_len=setup.num_dims,
+                                  d_model=cfg.get("lm_width", 64), num_layers=cfg.get("lm_layers", 2))
+        self.apply, self.params = ev.train_lm(jax.random.key(0), self.lm_cfg, train_x,
+                                              num_steps=cfg.get("lm_steps", 1000))
+        self.held_ppl = ev.generative_perplexity(self.apply, self.params, self.lm_cfg, held_x)
+        self.held_entropy = ev.mean_unigram_entropy(held_x)
+        self.bleu_n = cfg.get("self_bleu_samples", 100)
+        self.held_bleu = ev.self_bleu(held_x[:self.bleu_n])
+
+    def reference(self) -> dict:
+        return {"heldout_gen_ppl": self.held_ppl, "heldout_unigram_entropy": self.held_entropy,
+                "heldout_self_bleu": self.held_bleu}
+
+    def __call__(self, tokens, labels=None) -> dict:
+        return {"gen_ppl": ev.generative_perplexity(self.apply, self.params, self.lm_cfg, tokens),
+                "unigram_entropy": ev.mean_unigram_entropy(tokens),
+                "self_bleu": ev.self_bleu(tokens[:self.bleu_n])}
+
+
+SCORERS = {"exact": ExactScorer, "hmm": HMMScorer, "digits": DigitsScorer, "pystdlib_text": TextScorer,
+           "npy": None}
+
+
+def evaluate(setup: Setup) -> dict:
+    kind = setup.config.data.kind
+    if SCORERS.get(kind) is None:
+        raise ValueError(f"no evaluator for data kind {kind!r} (samples are saved as .npy for outside scoring)")
+    scorer = SCORERS[kind](setup)
+    rows = []
+    for meta_path in sorted((setup.workdir / "samples").glob("*.json")):
+        meta = json.loads(meta_path.read_text())
+        tokens = np.load(meta_path.with_suffix(".npy"))
+        rows.append({**meta, **scorer(tokens, sample_labels(setup, len(tokens)))})
+    rows.sort(key=lambda r: (MODEL_ORDER.get(r["model"], 9), r["num_steps"]))
+    results = {"experiment": setup.config.get("name", setup.workdir.name), "reference": scorer.reference(),
+               "rows": rows}
+    (setup.workdir / "results.json").write_text(json.dumps(results, indent=1))
+    table = markdown_table(results)
+    (setup.workdir / "results.md").write_text(table)
+    return results
+
+
+MODEL_ORDER = {"teacher": 0, "student": 1, "student2": 2, "hybrid": 3}
+SKIP_COLUMNS = {"model", "num_steps", "nfe", "teacher_nfe", "num_samples", "seconds"}
+
+
+def markdown_table(results: dict) -> str:
+    rows = results["rows"]
+    metrics = [k for k in rows[0] if k not in SKIP_COLUMNS] if rows else []
+    lines = [f"### {results['experiment']}", "",
+             "reference: " + ", ".join(f"{k} = {_fmt(v)}" for k, v in results["reference"].items()), "",
+             "| model | steps (NFE) | " + " | ".join(metrics) + " | sampling s |",
+             "|---|---|" + "---|" * (len(metrics) + 1)]
+    for r in rows:
+        name = r["model"] if r["model"] != "hybrid" else f"hybrid ({r['nfe'] - r['teacher_nfe']} student + " \
+                                                          f"{r['teacher_nfe']} teacher)"
+        lines.append(f"| {name} | {r['nfe']} | " + " | ".join(_fmt(r[m]) for m in metrics)
+                     + f" | {r['seconds']:.1f} |")
+    return "\n".join(lines) + "\n"
+
+
+def _fmt(v) -> str:
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    return str(v)

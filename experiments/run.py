@@ -1,0 +1,69 @@
+"""Experiment runner.
+
+    python -m experiments.run --config experiments/configs/quickstart.py --workdir runs/quickstart \
+        [--config.distill.steps=2000 ...] [--stage all|train_teacher|distill|sample|evaluate]
+
+Stages: train_teacher -> distill (round 1, and round 2 if config.distill.rounds == 2) -> sample -> evaluate.
+Every stage resumes: rerunning the same command continues from the last checkpoint, skips finished stages and
+sample files that exist. The resolved config is saved as <workdir>/config.json.
+"""
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+STAGES = ("train_teacher", "distill", "sample", "evaluate", "all")
+_CONFIG = config_flags.DEFINE_config_file("config", None, "experiment config file (get_config())",
+                                          lock_config=True)
+_WORKDIR = flags.DEFINE_string("workdir", None, "output directory (created; rerun to resume)")
+_STAGE = flags.DEFINE_enum("stage", "all", STAGES, "which stage to run")
+flags.mark_flags_as_required(["config", "workdir"])
+
+
+def _log(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+def run(config, workdir: str | Path, stage: str = "all") -> dict | None:
+    from experiments import evaluation, stages
+    from experiments.setup import build_setup
+
+    workdir = Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    (workdir / "config.json").write_text(config.to_json_best_effort(indent=1))
+    (workdir / "command.txt").write_text("python -m experiments.run " + " ".join(sys.argv[1:]) + "\n")
+    setup = build_setup(config, workdir)
+    _log(f"{config.get('name', workdir.name)}: {setup.info.name} data, D={setup.num_dims}, "
+         f"{type(setup.process).__name__} process with K={setup.process.num_states} states")
+    if stage in ("train_teacher", "all"):
+        _log("stage train_teacher" + (f" (shared: {config.teacher_workdir})" if config.get("teacher_workdir") else ""))
+        stages.train_teacher(setup)
+    if stage in ("distill", "all"):
+        for round_index in range(1, config.distill.get("rounds", 1) + 1):
+            _log(f"stage distill (round {round_index}, objective {config.distill.objective})")
+            stages.distill(setup, round_index)
+    if stage in ("sample", "all"):
+        _log("stage sample")
+        stages.sample(setup)
+    if stage in ("evaluate", "all"):
+        _log("stage evaluate")
+        results = evaluation.evaluate(setup)
+        print(evaluation.markdown_table(results), flush=True)
+        return results
+    return None
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    logging.set_verbosity(logging.WARNING)  # Orbax logs every save/restore at INFO
+    run(_CONFIG.value, _WORKDIR.value, _STAGE.value)
+
+
+if __name__ == "__main__":
+    app.run(main)
