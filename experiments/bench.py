@@ -25,12 +25,17 @@ from di4c_jax import parallel, sampling
 from experiments import evaluation, stages
 from experiments.setup import build_setup
 
-_WORKDIR = flags.DEFINE_string("workdir", None, "a finished experiment's workdir (holds config.json)")
-_STEPS = flags.DEFINE_list("steps", ["1", "2", "4", "8", "16", "32", "64"], "step counts")
-_BATCH = flags.DEFINE_integer("batch", 8192, "global batch per call (split over local devices)")
-_REPEATS = flags.DEFINE_integer("repeats", 3, "timed calls per point")
-_MODELS = flags.DEFINE_list("models", ["teacher", "student"], "networks to benchmark")
-flags.mark_flags_as_required(["workdir"])
+FLAGS = flags.FLAGS
+
+
+def define_flags() -> None:
+    """Command-line flags (defined only when run as a script, so the module stays importable)."""
+    flags.DEFINE_string("workdir", None, "a finished experiment's workdir (holds config.json)")
+    flags.DEFINE_list("steps", ["1", "2", "4", "8", "16", "32", "64"], "step counts")
+    flags.DEFINE_integer("batch", 8192, "global batch per call (split over local devices)")
+    flags.DEFINE_integer("repeats", 3, "timed calls per point")
+    flags.DEFINE_list("models", ["teacher", "student"], "networks to benchmark")
+    flags.mark_flags_as_required(["workdir"])
 
 
 def sharded_sampler(setup, apply, mixture: bool, num_steps: int, batch: int, mesh):
@@ -116,9 +121,11 @@ def markdown(meta: dict, rows: list[dict]) -> str:
 def main(argv):
     del argv
     logging.set_verbosity(logging.WARNING)
-    rows = run(Path(_WORKDIR.value), [int(s) for s in _STEPS.value], _BATCH.value, _REPEATS.value, _MODELS.value)
-    print(markdown(json.loads((Path(_WORKDIR.value) / "bench.json").read_text())["meta"], rows))
+    workdir = Path(FLAGS.workdir)
+    rows = run(workdir, [int(s) for s in FLAGS.steps], FLAGS.batch, FLAGS.repeats, FLAGS.models)
+    print(markdown(json.loads((workdir / "bench.json").read_text())["meta"], rows))
 
 
 if __name__ == "__main__":
+    define_flags()
     app.run(main)

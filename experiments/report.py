@@ -1,9 +1,12 @@
 """Regenerate the results tables and quality-vs-NFE plots from experiment workdirs.
 
     python -m experiments.report runs/quickstart runs/exact_masked ... --out docs/results
+    python -m experiments.report --compare runs/quickstart runs/compare_sdtt ... --out docs/results
 
 Writes <out>/results.md (one table per experiment, each with the command that produced it) and
-<out>/<experiment>.png (the main metric against NFE: teacher, students, hybrids).
+<out>/<experiment>.png (the main metric against NFE: teacher, students, hybrids). With --compare, writes
+<out>/compare.md instead: one row per (experiment, model), one column per step count, the main metric in the cells
+(experiments that share a benchmark, e.g. the objectives of configs/compare.py on one teacher).
 """
 from __future__ import annotations
 
@@ -42,6 +45,8 @@ def plot(results: dict, path: Path) -> str | None:
     if metric == "tv" and "tv_noise_floor" in rows[0]:
         ax.axhline(rows[0]["tv_noise_floor"], color="gray", linestyle=":", label="MC noise floor")
     ax.set_xscale("log", base=2)
+    if metric in ("tv", "kl"):
+        ax.set_yscale("log")
     ax.set_xlabel("NFE (network evaluations)")
     ax.set_ylabel(metric)
     ax.set_title(results["experiment"], fontsize=9)
@@ -52,22 +57,71 @@ def plot(results: dict, path: Path) -> str | None:
     return metric
 
 
+def train_seconds(stage_dir: Path) -> float | None:
+    """Training wall time of a stage from its metrics.jsonl windows (sum of window steps / steps_per_sec)."""
+    path = stage_dir / "metrics.jsonl"
+    if not path.exists():
+        return None
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    total, last = 0.0, 0
+    for r in rows:
+        total += (r["step"] - last) / max(r["steps_per_sec"], 1e-9)
+        last = r["step"]
+    return total
+
+
+def compare_table(all_results: list[tuple[dict, str, Path]]) -> str:
+    """One row per (experiment, model) and one column per NFE, holding the main metric, plus training time."""
+    metric = next(m for m in MAIN_METRIC if m in all_results[0][0]["rows"][0])
+    cells, nfes, order, seconds = {}, set(), [], {}
+    for results, command, workdir in all_results:
+        for r in results["rows"]:
+            label = r["model"] if r["model"] == "teacher" else f"{results['experiment']}: {r['model']}"
+            if r["model"] == "hybrid":
+                label += f" (last {r['teacher_nfe']} teacher)"
+            if label not in cells:
+                cells[label], _ = {}, order.append((label, command))
+                stage = "teacher" if r["model"] == "teacher" else r["model"].replace("hybrid", "student")
+                seconds[label] = train_seconds(workdir / stage)
+            cells[label][r["nfe"]] = r[metric]
+            nfes.add(r["nfe"])
+    cols = sorted(nfes)
+    lines = [f"{metric} by NFE (lower is better); train s = wall time of that model's own training stage",
+             "", "| model | " + " | ".join(map(str, cols)) + " | train s |", "|---|" + "---|" * (len(cols) + 1)]
+    for label, _ in order:
+        secs = seconds.get(label)
+        lines.append(f"| {label} | " + " | ".join(f"{cells[label][n]:.4g}" if n in cells[label] else ""
+                                                 for n in cols) + f" | {'' if secs is None else f'{secs:.0f}'} |")
+    lines += ["", "commands:"] + [f"- `{c}`" for c in dict.fromkeys(c for _, c in order if c)]
+    return "\n".join(lines) + "\n"
+
+
+def _load(workdir: Path) -> tuple[dict, str, Path] | None:
+    path = workdir / "results.json"
+    if not path.exists():
+        print(f"skipping {workdir}: no results.json (run its evaluate stage)")
+        return None
+    command = (workdir / "command.txt").read_text().strip() if (workdir / "command.txt").exists() else ""
+    return json.loads(path.read_text()), command, workdir
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("workdirs", nargs="+", type=Path)
     parser.add_argument("--out", type=Path, default=Path("docs/results"))
+    parser.add_argument("--compare", action="store_true", help="one combined table (see the module docstring)")
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
+    loaded = [x for x in map(_load, args.workdirs) if x is not None]
+    if args.compare:
+        table = compare_table(loaded)
+        (args.out / "compare.md").write_text(table)
+        print(table)
+        return
     sections = []
-    for workdir in args.workdirs:
-        path = workdir / "results.json"
-        if not path.exists():
-            print(f"skipping {workdir}: no results.json (run its evaluate stage)")
-            continue
-        results = json.loads(path.read_text())
+    for results, command, _ in loaded:
         png = args.out / f"{slug(results['experiment'])}.png"
         metric = plot(results, png)
-        command = (workdir / "command.txt").read_text().strip() if (workdir / "command.txt").exists() else ""
         section = markdown_table(results)
         if command:
             section += f"\ncommand: `{command}`\n"

@@ -18,11 +18,15 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 STAGES = ("train_teacher", "distill", "sample", "evaluate", "all")
-_CONFIG = config_flags.DEFINE_config_file("config", None, "experiment config file (get_config())",
-                                          lock_config=True)
-_WORKDIR = flags.DEFINE_string("workdir", None, "output directory (created; rerun to resume)")
-_STAGE = flags.DEFINE_enum("stage", "all", STAGES, "which stage to run")
-flags.mark_flags_as_required(["config", "workdir"])
+FLAGS = flags.FLAGS
+
+
+def define_flags() -> None:
+    """Command-line flags (defined only when run as a script, so the module stays importable)."""
+    config_flags.DEFINE_config_file("config", None, "experiment config file (get_config())", lock_config=True)
+    flags.DEFINE_string("workdir", None, "output directory (created; rerun to resume)")
+    flags.DEFINE_enum("stage", "all", STAGES, "which stage to run")
+    flags.mark_flags_as_required(["config", "workdir"])
 
 
 def _log(msg: str) -> None:
@@ -62,8 +66,9 @@ def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     logging.set_verbosity(logging.WARNING)  # Orbax logs every save/restore at INFO
-    run(_CONFIG.value, _WORKDIR.value, _STAGE.value)
+    run(FLAGS.config, FLAGS.workdir, FLAGS.stage)
 
 
 if __name__ == "__main__":
+    define_flags()
     app.run(main)
