@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from di4c_jax.losses import Di4CConfig, di4c_config, di4c_loss, di4c_objective, sample_components
-from di4c_jax.losses.di4c import _draw_times, _teacher_marginal_and_steps
+from di4c_jax.losses.di4c import _draw_times, _small_time_distillation, _teacher_marginal_and_steps
 from di4c_jax.processes import DiscreteGaussian, Masked
 
 N, M, D, K = 3, 2, 3, 3
@@ -257,6 +257,17 @@ def test_mixture_teacher_marginal_reduces_to_product_when_lambda_is_ignored():
     assert x_u.shape == (BATCH, 3, DIMS)
 
 
+def test_tauldr_mixture_teacher_distils_component_to_component():
+    """di4c^2 with the tauldr recipe: teacher and student components share lambda in the small-time batch, so a
+    student equal to its mixture teacher has distillation term exactly 0; a different student has a positive one."""
+    process, config, student, teacher, x0, cond = setup("tauldr", teacher_is_mixture=True, student_dropout=False)
+    assert config.teacher_is_mixture
+    distil = jax.jit(lambda k, s: _small_time_distillation(k, denoiser, s, denoiser, teacher, process, x0, cond,
+                                                           config))
+    np.testing.assert_allclose(np.asarray(distil(rbg_key(4), teacher)), 0.0, atol=1e-6)
+    assert float(np.min(np.asarray(distil(rbg_key(4), student)))) > 1e-3
+
+
 def test_maskgit_teacher_step_reveals_scheduled_count():
     process, config, _, teacher, _, _ = setup("maskgit")
     dims, batch = 64, 8
@@ -321,7 +332,5 @@ def test_bad_inputs_raise_clear_errors():
         di4c_config("cifar")
     with pytest.raises(ValueError, match="unknown Di4CConfig field"):
         di4c_config("sdtt", num_lambdas=8)
-    with pytest.raises(ValueError, match="tauldr"):
-        di4c_config("tauldr", teacher_is_mixture=True)
     assert di4c_config("maskgit").num_samples_composition == 32 and isinstance(hash(di4c_config("sdtt")), int)
     assert Di4CConfig(scheme="sdtt", num_lambda=8, num_composition=2).num_samples_composition == 2

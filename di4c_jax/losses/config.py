@@ -25,7 +25,9 @@ class Di4CConfig:
     `num_lambda` is N (lambda samples of the student mixture at t); `num_composition` is M (teacher steps, student
     u-side passes and composition samples per item), None meaning M = N.
     `teacher_is_mixture` (di4c^2): the teacher is itself a lambda-mixture; its x0 marginal at t is estimated from M
-    fresh lambdas, and teacher step m uses the m-th of those components.
+    fresh lambdas, and teacher step m uses the m-th of those components. In tauldr's small-time distillation
+    batch, teacher and student components share their lambda: E_lam KL(teacher_lam || student_lam) upper-bounds
+    the KL between the two mixtures (joint convexity), as the per-component KL does for a product teacher.
     `student_dropout`: pass a PRNG key as `rngs` to the student's gradient passes (train mode); the u-side target
     pass is always deterministic (rngs=None), as in the masked references.
     """
@@ -62,9 +64,6 @@ class Di4CConfig:
                              f"{self.max_delta}, {self.min_time}")
         if not 0.0 < self.r_delta < 1.0 or self.teacher_steps < 2:
             raise ValueError(f"need 0 < r_delta < 1 and teacher_steps >= 2, got {self.r_delta}, {self.teacher_steps}")
-        if self.scheme == "tauldr" and self.teacher_is_mixture:
-            raise ValueError("teacher_is_mixture is not supported by the tauldr scheme (its separate small-time "
-                             "distillation batch needs product teacher marginals)")
 
     @property
     def num_samples_composition(self) -> int:

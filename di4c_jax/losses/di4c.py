@@ -152,15 +152,18 @@ def _student_logprobs(student_apply, params, process, x, t, lam, cond, rngs, bat
 def _small_time_distillation(key, student_apply, student_params, teacher_apply, teacher_params, process, x0,
                              cond, config):
     """tauldr: per (b, j) an independent x_t' ~ q(. | x0) at t' = min_time + Bern(1/2) U width and a fresh lambda;
-    returns mean_j KL(teacher || student component j), float32[B]."""
+    returns mean_j KL(teacher || student component j), float32[B]. A mixture teacher (di4c^2) is evaluated at the
+    same lambda as the student component, so the term upper-bounds KL(teacher mixture || student mixture)."""
     batch, n = x0.shape[0], config.num_lambda
     k_coin, k_u, k_x, k_lam, k_drop = jax.random.split(key, 5)
     coin = jax.random.bernoulli(k_coin, 0.5, (batch * n,))
     t_small = config.min_time + coin * jax.random.uniform(k_u, (batch * n,)) * config.small_time_width
     x_small = process.sample_xt(k_x, _repeat(x0, n), t_small)
     cond_rep = _repeat(cond, n)
-    teacher = process.x0_logprobs(teacher_apply(sg(teacher_params), x_small, t_small, None, cond_rep), x_small)
     lam = jax.random.uniform(k_lam, (batch * n,))
+    teacher_lam = lam if config.teacher_is_mixture else None
+    teacher = process.x0_logprobs(teacher_apply(sg(teacher_params), x_small, t_small, teacher_lam, cond_rep),
+                                  x_small)
     rngs = k_drop if config.student_dropout else None
     student = process.x0_logprobs(student_apply(student_params, x_small, t_small, lam, cond_rep, rngs=rngs), x_small)
     return jnp.mean(kl_sum(sg(teacher), student).reshape(batch, n), axis=1)
