@@ -17,12 +17,13 @@ def get_config():
     c.data = dict(kind="hmm", num_hidden=8, vocab_size=16, seq_len=32, num_train=50_000, num_eval=1_000, seed=7)
     c.process = dict(kind="masked", schedule="loglinear")
     c.model = dict(size="dit-tiny", lam_style="token", overrides=dict(hidden=64, depth=2, num_heads=4, dropout=0.0))
-    c.teacher = dict(steps=6000, batch_size=64, checkpoint_every=2000, log_every=200,
+    c.teacher = dict(steps=4000, batch_size=64, checkpoint_every=2000, log_every=200,
                      optim=dict(learning_rate=1e-3, warmup_steps=200, ema_decay=0.999), loss=dict(objective="mdlm"))
-    c.distill = dict(objective="di4c", preset="sdtt", loss=dict(num_lambda=16, time_grid=64, distil_time=0.05),
-                     steps=2000, batch_size=16, checkpoint_every=1000, log_every=100, init_from="ema",
+    # The quickstart's recipe: tauLDR scheme with a wide teacher step delta ~ LogUniform[0.02, 0.5].
+    c.distill = dict(objective="di4c", preset="tauldr", loss=dict(num_lambda=16, min_delta=0.02, max_delta=0.5),
+                     steps=1500, batch_size=16, checkpoint_every=500, log_every=100, init_from="ema",
                      optim=dict(learning_rate=3e-4, ema_decay=0.999), rounds=2)
     c.sample = dict(teacher_steps=(2, 4, 8, 16, 32), student_steps=(2, 4, 8), hybrid=((4, 1),),
-                    num_samples=5000, batch_size=1000)
+                    num_samples=2000, batch_size=1000)
     c.evaluate = dict()
     return c

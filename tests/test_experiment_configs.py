@@ -1,0 +1,73 @@
+"""Every benchmark config runs end to end (train teacher, distil, sample, evaluate) at a tiny size."""
+import json
+
+import pytest
+
+from experiments.configs import compare, digits_maskgit, digits_pixels, text_hmm, text_pystdlib
+from experiments.run import run
+
+pytestmark = pytest.mark.slow
+
+
+def shrink(c, *, samples=40):
+    c.progress = False
+    c.teacher.update(steps=4, batch_size=8, checkpoint_every=2, log_every=2)
+    c.distill.update(steps=2, batch_size=8, checkpoint_every=2, log_every=1)
+    c.sample.update(teacher_steps=(2,), student_steps=(2,), num_samples=samples, batch_size=samples)
+    if "hybrid" in c.sample:
+        c.sample.hybrid = ((2, 1),)
+    return c
+
+
+def digits_pixels_tiny():
+    c = shrink(digits_pixels.get_config())
+    c.model.overrides.update(ch=8, ch_mult=(1,), attn_resolutions=())
+    c.distill.loss.num_lambda = 2
+    c.evaluate.update(classifier_steps=20, kid_subset_size=20)
+    return c
+
+
+def digits_maskgit_tiny():
+    c = shrink(digits_maskgit.get_config())
+    c.model.overrides.update(hidden=16, depth=1, num_heads=2)
+    c.distill.loss.num_lambda = 2
+    c.evaluate.update(classifier_steps=20, kid_subset_size=20)
+    return c
+
+
+def text_hmm_tiny():
+    c = shrink(text_hmm.get_config())
+    c.data.update(num_train=200, num_eval=40)
+    c.model.overrides.update(hidden=16, depth=1, num_heads=2)
+    c.distill.loss.num_lambda = 2
+    return c
+
+
+def text_pystdlib_tiny():
+    c = shrink(text_pystdlib.get_config())
+    c.data.update(seq_len=16, max_files=60)  # about 1 file in 20 is held out
+    c.model.overrides.update(hidden=16, depth=1, num_heads=2)
+    c.distill.loss.num_lambda = 2
+    c.evaluate.update(lm_steps=5, lm_width=16, lm_layers=1, self_bleu_samples=10)
+    return c
+
+
+@pytest.mark.parametrize("make, metric, models", [
+    (digits_pixels_tiny, "fid", {"teacher", "student", "hybrid"}),
+    (digits_maskgit_tiny, "class_accuracy", {"teacher", "student"}),
+    (text_hmm_tiny, "nll_per_token", {"teacher", "student", "student2", "hybrid"}),
+    (text_pystdlib_tiny, "gen_ppl", {"teacher", "student", "student2", "hybrid"}),
+], ids=["digits_pixels", "digits_maskgit", "text_hmm", "text_pystdlib"])
+def test_benchmark_config_runs_end_to_end(make, metric, models, tmp_path):
+    results = run(make(), tmp_path)
+    assert {r["model"] for r in results["rows"]} == models
+    assert all(metric in r for r in results["rows"])
+    assert json.loads((tmp_path / "results.json").read_text())["rows"]
+    previews = list((tmp_path / "samples").glob("*.png")) + list((tmp_path / "samples").glob("*.txt"))
+    assert previews or metric == "nll_per_token"
+
+
+@pytest.mark.parametrize("objective", sorted(compare.OBJECTIVES))
+def test_compare_objectives_build(objective):
+    c = compare.get_config(objective)
+    assert c.distill.objective in ("di4c", "sdtt", "cdm") and c.sample.teacher_steps == ()
