@@ -11,7 +11,6 @@ text    generative perplexity under an autoregressive evaluator LM trained here 
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import jax
 import numpy as np

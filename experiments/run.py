@@ -9,7 +9,7 @@ sample files that exist. The resolved config is saved as <workdir>/config.json.
 """
 from __future__ import annotations
 
-import json
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -40,7 +40,7 @@ def run(config, workdir: str | Path, stage: str = "all") -> dict | None:
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     (workdir / "config.json").write_text(config.to_json_best_effort(indent=1))
-    (workdir / "command.txt").write_text("python -m experiments.run " + " ".join(sys.argv[1:]) + "\n")
+    (workdir / "command.txt").write_text("python -m experiments.run " + shlex.join(sys.argv[1:]) + "\n")
     setup = build_setup(config, workdir)
     _log(f"{config.get('name', workdir.name)}: {setup.info.name} data, D={setup.num_dims}, "
          f"{type(setup.process).__name__} process with K={setup.process.num_states} states")

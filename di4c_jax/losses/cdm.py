@@ -42,10 +42,10 @@ import dataclasses
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from di4c_jax.losses.mixture import mixture_log_likelihood, mixture_log_marginal
-from di4c_jax.processes.base import check_tokens, sample_categorical
+from di4c_jax.losses.inputs import checked_batch
+from di4c_jax.processes.base import sample_categorical
 
 sg = jax.lax.stop_gradient
 CDM_MODES = ("one_step", "few_step")
@@ -190,13 +190,8 @@ def cdm_loss(key, student_apply, student_params, teacher_apply, teacher_params, 
     over D (nats per item) and averaged over the batch. aux: loss, nll (plain MC cross-entropy), t_hi_mean.
     Works for every process; `cond` is None or int32[B] labels.
     """
-    check_tokens(x0, process.num_states, "x0")
-    if isinstance(x0, np.ndarray) and x0.size and (x0.min() < 0 or x0.max() >= process.num_states):
-        raise ValueError(f"x0 holds ids outside [0, {process.num_states}): min {x0.min()}, max {x0.max()}")
+    x0 = checked_batch(process, x0, cond)
     batch = x0.shape[0]
-    if cond is not None and jnp.shape(cond) != (batch,):
-        raise ValueError(f"cond must be None or int[B={batch}], got shape {jnp.shape(cond)}")
-    x0 = jnp.asarray(x0, jnp.int32)
     k_time, k_xt, k_rest = jax.random.split(key, 3)
     t_hi, t_lo = cdm_times(k_time, process, config, batch)
     x_hi = process.sample_xt(k_xt, x0, t_hi)

@@ -10,11 +10,10 @@ import math
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from di4c_jax.losses.config import Di4CConfig
 from di4c_jax.losses.mixture import kl_sum, mixture_log_likelihood, mixture_log_marginal, sample_components
-from di4c_jax.processes.base import check_tokens
+from di4c_jax.losses.inputs import checked_batch
 from di4c_jax.sampling.maskgit import confidence_step
 
 sg = jax.lax.stop_gradient
@@ -179,15 +178,10 @@ def di4c_loss(key, student_apply, student_params, teacher_apply, teacher_params,
     `cond` is None or int32[B] labels (apply label dropout for classifier-free guidance before calling).
     Gradient reaches only `student_params`, through the t-side pass (and tauldr's small-time distillation pass).
     """
-    check_tokens(x0, process.num_states, "x0")
-    if isinstance(x0, np.ndarray) and x0.size and (x0.min() < 0 or x0.max() >= process.num_states):
-        raise ValueError(f"x0 holds ids outside [0, {process.num_states}): min {x0.min()}, max {x0.max()}")
+    x0 = checked_batch(process, x0, cond)
     batch, m, n = x0.shape[0], config.num_samples_composition, config.num_lambda
-    if cond is not None and jnp.shape(cond) != (batch,):
-        raise ValueError(f"cond must be None or int[B={batch}], got shape {jnp.shape(cond)}")
     if config.scheme == "maskgit" and not hasattr(process, "mask_prob"):
         raise ValueError(f"the maskgit scheme needs a masked process (arccos schedule), got {type(process).__name__}")
-    x0 = jnp.asarray(x0, jnp.int32)
     k_time, k_xt, k_teacher, k_lam_u, k_hat, k_lam_t, k_drop, k_small = jax.random.split(key, 8)
 
     t, u, time_coeff, w_distil, w_consis = _draw_times(k_time, config, batch)

@@ -11,9 +11,8 @@ import dataclasses
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
-from di4c_jax.processes.base import check_tokens
+from di4c_jax.losses.inputs import checked_batch
 from di4c_jax.processes.masked import Masked
 
 sg = jax.lax.stop_gradient
@@ -124,13 +123,8 @@ def sdtt_loss(key, student_apply, student_params, teacher_apply, teacher_params,
     """
     if not isinstance(process, Masked):
         raise TypeError(f"SDTT is defined for Masked processes only, got {type(process).__name__}")
-    check_tokens(x0, process.num_states, "x0")
-    if isinstance(x0, np.ndarray) and x0.size and (x0.min() < 0 or x0.max() >= process.num_states):
-        raise ValueError(f"x0 holds ids outside [0, {process.num_states}): min {x0.min()}, max {x0.max()}")
+    x0 = checked_batch(process, x0, cond)
     batch = x0.shape[0]
-    if cond is not None and jnp.shape(cond) != (batch,):
-        raise ValueError(f"cond must be None or int[B={batch}], got shape {jnp.shape(cond)}")
-    x0 = jnp.asarray(x0, jnp.int32)
     k_t, k_xt, k_teacher, k_lam, k_drop = jax.random.split(key, 5)
 
     t = antithetic_times(k_t, batch, config.min_time)

@@ -31,3 +31,18 @@ def check_tokens(x: jax.Array, num_states: int, name: str = "x") -> None:
         raise ValueError(f"{name} must be int[B, D], got shape {x.shape}")
     if not jnp.issubdtype(x.dtype, jnp.integer):
         raise TypeError(f"{name} must hold integer token ids, got dtype {x.dtype}")
+
+
+class ProductKernelSampling:
+    """`reverse_step` for any process with `reverse_step_logprobs`: one draw of the per-dimension kernel."""
+
+    def reverse_step(self, key, x_t, logp_x0, t, s) -> jax.Array:
+        """int32[B, D] ~ prod_d p(x_s^d | x_t)."""
+        return sample_categorical(key, self.reverse_step_logprobs(x_t, logp_x0, t, s))
+
+
+def denoise_x0(key, logp_x0: jax.Array, mode: str) -> jax.Array:
+    """x0 int32[B, D] from log p(x0 | x_t) [B, D, K]: its mode ('argmax') or a draw ('sample')."""
+    if mode == "argmax":
+        return jnp.argmax(logp_x0, -1).astype(jnp.int32)
+    return sample_categorical(key, logp_x0)

@@ -9,7 +9,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from di4c_jax.processes.base import as_batch_times, safe_log, sample_categorical
+from di4c_jax.processes.base import (ProductKernelSampling, as_batch_times, denoise_x0, safe_log,
+                                     sample_categorical)
 
 # Entries of q below this are set to 0, as the reference does (it also removes float32 round-off negatives).
 TRANSITION_FLOOR = 1e-8
@@ -56,7 +57,7 @@ def _eig_constants(num_states, rate_sigma, q_sigma):
 
 
 @dataclasses.dataclass(frozen=True)
-class DiscreteGaussian:
+class DiscreteGaussian(ProductKernelSampling):
     """tauLDR's discretised-Gaussian CTMC. `DiscreteGaussian()` is the reference CIFAR-10 process (S = 256).
 
     Rate R_t = beta(t) R_base with beta(t) = time_base ln(time_exponential) time_exponential^t, integrated rate
@@ -140,14 +141,9 @@ class DiscreteGaussian:
         mixed = jnp.einsum("bdx,bxy->bdy", w, qs0)
         return jax.nn.log_softmax(jnp.log(mixed) + jnp.log(cols(qts, x_t)), axis=-1)
 
-    def reverse_step(self, key, x_t, logp_x0, t, s) -> jax.Array:
-        return sample_categorical(key, self.reverse_step_logprobs(x_t, logp_x0, t, s))
-
     def denoise(self, key, x_t, logp_x0, mode: str = "argmax") -> jax.Array:
         del x_t
-        if mode == "argmax":
-            return jnp.argmax(logp_x0, -1).astype(jnp.int32)
-        return sample_categorical(key, logp_x0)
+        return denoise_x0(key, logp_x0, mode)
 
     def default_time_grid(self, num_steps: int) -> jax.Array:
         grid = jnp.linspace(1.0, self.t_min, num_steps, dtype=jnp.float32)

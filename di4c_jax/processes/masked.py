@@ -7,13 +7,13 @@ import math
 import jax
 import jax.numpy as jnp
 
-from di4c_jax.processes.base import NEG_INF, as_batch_times, safe_log, sample_categorical
+from di4c_jax.processes.base import NEG_INF, ProductKernelSampling, as_batch_times, denoise_x0, safe_log
 
 MASK_SCHEDULES = ("loglinear", "arccos", "cosine", "linear")
 
 
 @dataclasses.dataclass(frozen=True)
-class Masked:
+class Masked(ProductKernelSampling):
     """Absorbing process on {0..vocab_size-1} plus the mask id `vocab_size`.
 
     `mask_prob(t)` is the probability that a position is masked at time t:
@@ -104,13 +104,10 @@ class Masked:
         copy = jnp.where(jax.nn.one_hot(x_t, self.num_states, dtype=bool), 0.0, NEG_INF)
         return jnp.where((x_t == self.mask_id)[..., None], out, copy)
 
-    def reverse_step(self, key, x_t, logp_x0, t, s) -> jax.Array:
-        return sample_categorical(key, self.reverse_step_logprobs(x_t, logp_x0, t, s))
-
     def denoise(self, key, x_t, logp_x0, mode: str = "sample") -> jax.Array:
         """Final x0 [B, D] from x_t: masked positions drawn ('sample') or argmax'ed, mask class excluded."""
         logp = self._without_mask_class(logp_x0)
-        x0 = jnp.argmax(logp, -1).astype(jnp.int32) if mode == "argmax" else sample_categorical(key, logp)
+        x0 = denoise_x0(key, logp, mode)
         return jnp.where(x_t == self.mask_id, x0, x_t)
 
     def default_time_grid(self, num_steps: int) -> jax.Array:

@@ -7,13 +7,13 @@ import math
 import jax
 import jax.numpy as jnp
 
-from di4c_jax.processes.base import as_batch_times, sample_categorical
+from di4c_jax.processes.base import ProductKernelSampling, as_batch_times, denoise_x0
 
 UNIFORM_SCHEDULES = ("linear", "cosine")
 
 
 @dataclasses.dataclass(frozen=True)
-class Uniform:
+class Uniform(ProductKernelSampling):
     """Uniform CTMC on K states: q_{t|0}(y|x) = a(t) [y = x] + (1 - a(t)) / K.
 
     The keep probability a(t) is `linear`: 1 - (1 - eps) t, or `cosine`: cos(pi t / 2). Between times,
@@ -94,14 +94,9 @@ class Uniform:
         log_qts = jnp.where(at_xt, jnp.log(r + (1.0 - r) / k), jnp.log1p(-r) - jnp.log(k))
         return jax.nn.log_softmax(log_qts + log_mix, axis=-1)
 
-    def reverse_step(self, key, x_t, logp_x0, t, s) -> jax.Array:
-        return sample_categorical(key, self.reverse_step_logprobs(x_t, logp_x0, t, s))
-
     def denoise(self, key, x_t, logp_x0, mode: str = "sample") -> jax.Array:
         del x_t
-        if mode == "argmax":
-            return jnp.argmax(logp_x0, -1).astype(jnp.int32)
-        return sample_categorical(key, logp_x0)
+        return denoise_x0(key, logp_x0, mode)
 
     def default_time_grid(self, num_steps: int) -> jax.Array:
         return jnp.linspace(1.0, 0.0, num_steps + 1, dtype=jnp.float32)
