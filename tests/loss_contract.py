@@ -1,0 +1,23 @@
+"""Shared check of the contract every distillation loss keeps (imported by the loss tests)."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+
+def assert_jits_once_deterministic_and_teacher_frozen(loss, student, teacher):
+    """`loss(key, student_params, teacher_params) -> scalar`: one trace for several keys, the same value for the
+    same key and a different one for another key, exactly zero teacher gradient, a non-zero student gradient."""
+    traces = []
+
+    def counted(key, s, t):
+        traces.append(1)
+        return loss(key, s, t)
+
+    grad_fn = jax.jit(jax.value_and_grad(counted, argnums=(1, 2)))
+    v1, (gs, gt) = grad_fn(jax.random.key(3), student, teacher)
+    v2, _ = grad_fn(jax.random.key(3), student, teacher)
+    v3, _ = grad_fn(jax.random.key(4), student, teacher)
+    assert len(traces) == 1
+    assert np.isfinite(float(v1)) and float(v1) == float(v2) and float(v1) != float(v3)
+    assert all(float(jnp.abs(g).max()) == 0.0 for g in jax.tree.leaves(gt))
+    assert max(float(jnp.abs(g).max()) for g in jax.tree.leaves(gs)) > 0
