@@ -6,15 +6,11 @@ guidance; FID/KID, confidence and class-consistency accuracy at 2, 4, 8 steps.
 
     python -m experiments.run --config experiments/configs/digits_maskgit.py --workdir runs/digits_maskgit
 """
-import ml_collections
+from experiments.configs.base import base_config
 
 
 def get_config():
-    c = ml_collections.ConfigDict()
-    c.name = "digits tokens, class-conditional MaskGIT"
-    c.seed = 0
-    c.progress = True
-    c.mesh = dict(fsdp=1)
+    c = base_config("digits tokens, class-conditional MaskGIT")
     c.data = dict(kind="digits")
     c.process = dict(kind="masked", schedule="arccos", subs=True)
     c.model = dict(size="dit-tiny", class_conditional=True, lam_style="token",

@@ -6,15 +6,11 @@ digit classifier trained here (its test accuracy is reported), classifier confid
 
     python -m experiments.run --config experiments/configs/digits_pixels.py --workdir runs/digits_pixels
 """
-import ml_collections
+from experiments.configs.base import base_config
 
 
 def get_config():
-    c = ml_collections.ConfigDict()
-    c.name = "digits pixels (tauLDR process, S=17)"
-    c.seed = 0
-    c.progress = True
-    c.mesh = dict(fsdp=1)
+    c = base_config("digits pixels (tauLDR process, S=17)")
     c.data = dict(kind="digits")
     # Rate width 2 for 17 levels (the CIFAR-10 value 6 is for 256 levels); q_sigma large = near-uniform prior.
     c.process = dict(kind="gaussian", rate_sigma=2.0, q_sigma=64.0, time_base=3.0, time_exponential=100.0,

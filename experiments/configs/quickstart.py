@@ -5,16 +5,11 @@ marginals is at TV 0.75 from it, the floor of any 1-step product sampler), a mas
 (absorbing) process, an MLP teacher trained with the MDLM ELBO, and a Di4C mixture student; the sampled laws are
 compared with the exact law (TV from 200k samples per row).
 """
-import ml_collections
+from experiments.configs.base import base_config
 
 
 def get_config():
-    c = ml_collections.ConfigDict()
-    c.name = "quickstart (Ising chain, masked, D=6, K=3)"
-    c.seed = 0
-    c.teacher_workdir = ""  # set to another run's workdir to reuse its trained teacher
-    c.progress = True
-    c.mesh = dict(fsdp=1)
+    c = base_config("quickstart (Ising chain, masked, D=6, K=3)")
     c.data = dict(kind="exact", law="ising", num_dims=6, num_states=3, coupling=1.5, num_train=100_000,
                   num_eval=1_000, seed=1234)
     c.process = dict(kind="masked", schedule="loglinear")

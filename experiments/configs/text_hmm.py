@@ -5,15 +5,11 @@ ELBO; two Di4C rounds (di4c^2); exact per-token NLL of generated text under the 
 
     python -m experiments.run --config experiments/configs/text_hmm.py --workdir runs/text_hmm
 """
-import ml_collections
+from experiments.configs.base import base_config
 
 
 def get_config():
-    c = ml_collections.ConfigDict()
-    c.name = "HMM language (masked, L=32, V=16)"
-    c.seed = 0
-    c.progress = True
-    c.mesh = dict(fsdp=1)
+    c = base_config("HMM language (masked, L=32, V=16)")
     c.data = dict(kind="hmm", num_hidden=8, vocab_size=16, seq_len=32, num_train=50_000, num_eval=1_000, seed=7)
     c.process = dict(kind="masked", schedule="loglinear")
     c.model = dict(size="dit-tiny", lam_style="token", overrides=dict(hidden=64, depth=2, num_heads=4, dropout=0.0))

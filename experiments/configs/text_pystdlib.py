@@ -4,15 +4,11 @@ trained here on the same corpus, unigram entropy and self-BLEU; teacher, Di4C an
 
     python -m experiments.run --config experiments/configs/text_pystdlib.py --workdir runs/text_pystdlib
 """
-import ml_collections
+from experiments.configs.base import base_config
 
 
 def get_config():
-    c = ml_collections.ConfigDict()
-    c.name = "Python stdlib characters (masked, L=64)"
-    c.seed = 0
-    c.progress = True
-    c.mesh = dict(fsdp=1)
+    c = base_config("Python stdlib characters (masked, L=64)")
     c.data = dict(kind="pystdlib_text", seq_len=64, tokenizer="char", max_files=400)
     c.process = dict(kind="masked", schedule="loglinear")
     c.model = dict(size="dit-tiny", lam_style="token", overrides=dict(hidden=128, depth=4, num_heads=4, dropout=0.0))
