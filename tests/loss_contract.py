@@ -1,7 +1,15 @@
-"""Shared check of the contract every distillation loss keeps (imported by the loss tests)."""
+"""Shared pieces of the distillation-loss tests: a tiny MLP denoiser and the contract every loss keeps."""
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+
+def mlp_apply(params, x, t, lam, cond, *, rngs=None):
+    """Tiny MLP denoiser: token embeddings, t and lam -> one tanh layer -> logits [B, D, K]."""
+    b = x.shape[0]
+    lam = jnp.zeros((b,)) if lam is None else lam
+    h = jnp.concatenate([params["emb"][x].reshape(b, -1), 4 * t[:, None], 4 * lam[:, None]], axis=-1)
+    return (jnp.tanh(h @ params["w1"]) @ params["w2"]).reshape(b, x.shape[1], -1)
 
 
 def assert_jits_once_deterministic_and_teacher_frozen(loss, student, teacher):

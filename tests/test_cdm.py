@@ -11,7 +11,7 @@ from di4c_jax.eval.exact import all_states, empirical_law, state_index
 from di4c_jax.losses.cdm import (CDMConfig, cdm_conditional_loss, cdm_loss, cdm_objective, cdm_times,
                                  student_kernel_logprobs, teacher_chain)
 from di4c_jax.processes import DiscreteGaussian, Masked, Uniform
-from loss_contract import assert_jits_once_deterministic_and_teacher_frozen
+from loss_contract import assert_jits_once_deterministic_and_teacher_frozen, mlp_apply
 
 MASKED = Masked(vocab_size=3)  # K = 4, mask id 3
 D = 3
@@ -23,14 +23,6 @@ def init_mlp(key, num_states, dims=D, hidden=16, scale=1.5):
     return dict(emb=scale * jax.random.normal(k1, (num_states, 4)),
                 w1=jax.random.normal(k2, (dims * 4 + 2, hidden)) / 2,
                 w2=scale * jax.random.normal(k3, (hidden, dims * num_states)) / 2)
-
-
-def mlp_apply(params, x, t, lam, cond, *, rngs=None):
-    """Tiny MLP denoiser: token embeddings, t and lam -> one tanh layer -> logits [B, D, K]."""
-    b = x.shape[0]
-    lam = jnp.zeros((b,)) if lam is None else lam
-    h = jnp.concatenate([params["emb"][x].reshape(b, -1), 4 * t[:, None], 4 * lam[:, None]], axis=-1)
-    return (jnp.tanh(h @ params["w1"]) @ params["w2"]).reshape(b, x.shape[1], -1)
 
 
 def lookup_apply(params, x, t, lam, cond, *, rngs=None):

@@ -9,7 +9,7 @@ import pytest
 from di4c_jax.losses.sdtt import (SDTT_MODES, SDTTConfig, antithetic_times, sdtt_loss, sdtt_round_dt,
                                   sdtt_teacher_targets, token_divergence)
 from di4c_jax.processes import Masked, Uniform
-from loss_contract import assert_jits_once_deterministic_and_teacher_frozen
+from loss_contract import assert_jits_once_deterministic_and_teacher_frozen, mlp_apply
 
 MASKED = Masked(vocab_size=3)  # K = 4, mask id 3
 
@@ -19,14 +19,6 @@ def init_mlp(key, num_states, dims, hidden=16):
     k1, k2, k3 = jax.random.split(key, 3)
     return dict(emb=jax.random.normal(k1, (num_states, 4)), w1=jax.random.normal(k2, (dims * 4 + 2, hidden)) / 2,
                 w2=jax.random.normal(k3, (hidden, dims * num_states)))
-
-
-def mlp_apply(params, x, t, lam, cond, *, rngs=None):
-    """Tiny MLP denoiser: token embeddings, t and lam -> one tanh layer -> logits [B, D, K]."""
-    b = x.shape[0]
-    lam = jnp.zeros((b,)) if lam is None else lam
-    h = jnp.concatenate([params["emb"][x].reshape(b, -1), 4 * t[:, None], 4 * lam[:, None]], axis=-1)
-    return (jnp.tanh(h @ params["w1"]) @ params["w2"]).reshape(b, x.shape[1], -1)
 
 
 def constant_apply(params, x, t, lam, cond, *, rngs=None):
