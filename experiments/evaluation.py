@@ -123,7 +123,7 @@ def evaluate(setup: Setup) -> dict:
         meta = json.loads(meta_path.read_text())
         tokens = np.load(meta_path.with_suffix(".npy"))
         rows.append({**meta, **scorer(tokens, sample_labels(setup, len(tokens)))})
-    rows.sort(key=lambda r: (MODEL_ORDER.get(r["model"], 9), r["num_steps"]))
+    rows.sort(key=lambda r: (model_rank(r["model"]), r["num_steps"]))
     results = {"experiment": setup.config.get("name", setup.workdir.name), "reference": scorer.reference(),
                "rows": rows}
     (setup.workdir / "results.json").write_text(json.dumps(results, indent=1))
@@ -132,7 +132,12 @@ def evaluate(setup: Setup) -> dict:
     return results
 
 
-MODEL_ORDER = {"teacher": 0, "student": 1, "student2": 2, "hybrid": 3}
+def model_rank(model: str) -> tuple[int, int]:
+    """Table order: teacher, student (round 1), student<r> by round, hybrid."""
+    if model.startswith("student"):
+        return 1, int(model[len("student"):] or 1)
+    return {"teacher": (0, 0), "hybrid": (2, 0)}.get(model, (3, 0))
+
 SKIP_COLUMNS = {"model", "num_steps", "nfe", "teacher_nfe", "num_samples", "seconds"}
 
 

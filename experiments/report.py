@@ -5,7 +5,7 @@
 
 Writes <out>/results.md (one table per experiment, each with the command that produced it) and
 <out>/<experiment>.png (the main metric against NFE: teacher, students, hybrids). With --compare, writes
-<out>/compare.md instead: one row per (experiment, model), one column per step count, the main metric in the cells
+<out>/<name>.md (default compare.md) instead: one row per (experiment, model), one column per step count, the main metric in the cells
 (experiments that share a benchmark, e.g. the objectives of configs/compare.py on one teacher).
 """
 from __future__ import annotations
@@ -20,11 +20,11 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from experiments.evaluation import markdown_table  # noqa: E402
+from experiments.evaluation import markdown_table, model_rank  # noqa: E402
 
 MAIN_METRIC = ("tv", "fid", "nll_per_token", "gen_ppl")
-STYLE = {"teacher": ("k", "o"), "student": ("tab:blue", "s"), "student2": ("tab:green", "^"),
-         "hybrid": ("tab:red", "D")}
+STYLE = {"teacher": ("k", "o"), "student": ("tab:blue", "s"), "hybrid": ("tab:red", "D")}
+LATER_ROUND_STYLE = ("tab:green", "^")  # student<r>, r >= 2
 
 
 def slug(text: str) -> str:
@@ -37,10 +37,10 @@ def plot(results: dict, path: Path) -> str | None:
     if metric is None:
         return None
     fig, ax = plt.subplots(figsize=(5, 3.5))
-    for model in ("teacher", "student", "student2", "hybrid"):
+    for model in sorted({r["model"] for r in rows}, key=model_rank):
         pts = sorted((r["nfe"], r[metric]) for r in rows if r["model"] == model)
         if pts:
-            color, marker = STYLE[model]
+            color, marker = STYLE.get(model, LATER_ROUND_STYLE)
             ax.plot(*zip(*pts), marker=marker, color=color, label=model, linestyle="-" if model != "hybrid" else "")
     if metric == "tv" and "tv_noise_floor" in rows[0]:
         ax.axhline(rows[0]["tv_noise_floor"], color="gray", linestyle=":", label="MC noise floor")
@@ -70,6 +70,15 @@ def train_seconds(stage_dir: Path) -> float | None:
     return total
 
 
+def distill_seconds(workdir: Path, model: str) -> float | None:
+    """Training wall time behind `model`: the teacher's own stage, or every distillation round up to it."""
+    if model == "teacher":
+        return train_seconds(workdir / "teacher")
+    last = model_rank("student" if model == "hybrid" else model)[1]
+    times = [train_seconds(workdir / ("student" if r == 1 else f"student{r}")) for r in range(1, last + 1)]
+    return None if None in times else sum(times)
+
+
 def compare_table(all_results: list[tuple[dict, str, Path]]) -> str:
     """One row per (experiment, model) and one column per NFE, holding the main metric, plus training time."""
     metric = next(m for m in MAIN_METRIC if m in all_results[0][0]["rows"][0])
@@ -81,12 +90,11 @@ def compare_table(all_results: list[tuple[dict, str, Path]]) -> str:
                 label += f" (last {r['teacher_nfe']} teacher)"
             if label not in cells:
                 cells[label], _ = {}, order.append((label, command))
-                stage = "teacher" if r["model"] == "teacher" else r["model"].replace("hybrid", "student")
-                seconds[label] = train_seconds(workdir / stage)
+                seconds[label] = distill_seconds(workdir, r["model"])
             cells[label][r["nfe"]] = r[metric]
             nfes.add(r["nfe"])
     cols = sorted(nfes)
-    lines = [f"{metric} by NFE (lower is better); train s = wall time of that model's own training stage",
+    lines = [f"{metric} by NFE (lower is better); train s = training wall time (a student: all its rounds)",
              "", "| model | " + " | ".join(map(str, cols)) + " | train s |", "|---|" + "---|" * (len(cols) + 1)]
     for label, _ in order:
         secs = seconds.get(label)
@@ -110,12 +118,13 @@ def main(argv=None):
     parser.add_argument("workdirs", nargs="+", type=Path)
     parser.add_argument("--out", type=Path, default=Path("docs/results"))
     parser.add_argument("--compare", action="store_true", help="one combined table (see the module docstring)")
+    parser.add_argument("--name", default="compare", help="file stem of the --compare table (<out>/<name>.md)")
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     loaded = [x for x in map(_load, args.workdirs) if x is not None]
     if args.compare:
         table = compare_table(loaded)
-        (args.out / "compare.md").write_text(table)
+        (args.out / f"{args.name}.md").write_text(table)
         print(table)
         return
     sections = []

@@ -3,7 +3,7 @@
     python -m experiments.run --config experiments/configs/quickstart.py --workdir runs/quickstart \
         [--config.distill.steps=2000 ...] [--stage all|train_teacher|distill|sample|evaluate]
 
-Stages: train_teacher -> distill (round 1, and round 2 if config.distill.rounds == 2) -> sample -> evaluate.
+Stages: train_teacher -> distill (rounds 1..config.distill.rounds) -> sample -> evaluate.
 Every stage resumes: rerunning the same command continues from the last checkpoint, skips finished stages and
 sample files that exist. The resolved config is saved as <workdir>/config.json.
 """
@@ -48,7 +48,7 @@ def run(config, workdir: str | Path, stage: str = "all") -> dict | None:
         _log("stage train_teacher" + (f" (shared: {config.teacher_workdir})" if config.get("teacher_workdir") else ""))
         stages.train_teacher(setup)
     if stage in ("distill", "all"):
-        for round_index in range(1, config.distill.get("rounds", 1) + 1):
+        for round_index in range(1, stages.num_rounds(config) + 1):
             _log(f"stage distill (round {round_index}, objective {config.distill.objective})")
             stages.distill(setup, round_index)
     if stage in ("sample", "all"):

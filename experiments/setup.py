@@ -77,7 +77,9 @@ def build_data(config, workdir: Path):
         tokens = np.asarray(law.sample(sample_key, cfg.num_train + cfg.num_eval))
         return (*_array_sources(tokens, cfg.num_states, cfg.num_eval), law, None)
     if cfg.kind == "hmm":
-        hmm = eval_lib.random_hmm(law_key, cfg.num_hidden, cfg.vocab_size)
+        hmm = eval_lib.random_hmm(law_key, cfg.num_hidden, cfg.vocab_size,
+                                  trans_sharpness=cfg.get("trans_sharpness", 2.0),
+                                  emit_sharpness=cfg.get("emit_sharpness", 2.0))
         tokens, _ = eval_lib.sample_hmm(sample_key, cfg.num_train + cfg.num_eval, cfg.seq_len, *hmm)
         return (*_array_sources(np.asarray(tokens), cfg.vocab_size, cfg.num_eval), None, hmm)
     if cfg.kind == "digits":

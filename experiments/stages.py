@@ -1,7 +1,7 @@
-"""The experiment stages: train_teacher, distill (rounds 1 and 2), sample. Evaluation lives in evaluation.py.
+"""The experiment stages: train_teacher, distill (rounds 1..R), sample. Evaluation lives in evaluation.py.
 
-Workdir layout: teacher/, student/ (round 1), student2/ (round 2, di4c^2) each with checkpoints/,
-metrics.jsonl and TensorBoard events; samples/<model>_<n>steps.npy ([num, D] int tokens, one file per model and
+Workdir layout: teacher/, student/ (round 1), student<r>/ (round r >= 2: di4c^2, multi-round SDTT) each with
+checkpoints/, metrics.jsonl and TensorBoard events; samples/<model>_<n>steps.npy ([num, D] int tokens, one file per model and
 step count) with .png grids / .txt; results.json / results.md from evaluation.
 """
 from __future__ import annotations
@@ -19,14 +19,27 @@ from flax import nnx
 
 from di4c_jax import losses, sampling
 from di4c_jax.losses.cdm import CDMConfig, cdm_loss
-from di4c_jax.losses.sdtt import SDTTConfig, sdtt_loss
+from di4c_jax.losses.sdtt import SDTTConfig, sdtt_loss, sdtt_round_dt
 from di4c_jax.losses.teacher import TeacherLossConfig, teacher_loss
 from di4c_jax.models import registry
 from di4c_jax.train import distillation_loss_fn, teacher_loss_fn
 from experiments import training
 from experiments.setup import Setup, model_config
 
-STUDENT_DIRS = {1: "student", 2: "student2"}
+
+
+def student_name(round_index: int) -> str:
+    """'student' for round 1, 'student<r>' for round r >= 2 (also the workdir subdirectory and sample prefix)."""
+    if round_index < 1:
+        raise ValueError(f"distillation rounds are 1-based, got {round_index}")
+    return "student" if round_index == 1 else f"student{round_index}"
+
+
+def num_rounds(config) -> int:
+    rounds = config.distill.get("rounds", 1)
+    if rounds < 1:
+        raise ValueError(f"config.distill.rounds must be >= 1, got {rounds}")
+    return rounds
 
 
 def denoiser(model_cfg):
@@ -40,6 +53,10 @@ def distillation_objective(cfg, round_index: int):
     """(loss function with di4c_loss's calling convention, its static config) for config.distill."""
     overrides = dict(cfg.get("loss", {}))
     mixture_teacher = round_index > 1
+    if cfg.objective == "sdtt" and round_index > 1:
+        # Multi-round SDTT: the teacher step doubles every round (the round-r student takes 2^r round-1 dt's).
+        first = SDTTConfig(**overrides)
+        overrides["dt"] = sdtt_round_dt(round_index, first.dt, first.num_teacher_steps)
     if cfg.objective == "di4c":
         return losses.di4c_loss, losses.di4c_config(cfg.preset, teacher_is_mixture=mixture_teacher, **overrides)
     if cfg.objective == "sdtt":
@@ -77,14 +94,14 @@ def load_teacher(setup: Setup, weights: str | None = None):
 def load_student(setup: Setup, round_index: int = 1, weights: str = "ema"):
     """(apply, params, is_mixture=True) of a distilled student (EMA weights by default)."""
     apply, init = denoiser(model_config(setup, student=True))
-    state = training.load_stage(setup.workdir / STUDENT_DIRS[round_index], setup.config, setup.config.distill,
+    state = training.load_stage(setup.workdir / student_name(round_index), setup.config, setup.config.distill,
                                 init)
     return apply, state["ema_params" if weights == "ema" else "params"], True
 
 
 def distill(setup: Setup, round_index: int = 1):
-    """Round 1: teacher -> mixture student. Round 2 (di4c^2): the round-1 student is the (mixture) teacher and
-    the student starts from it. The student starts from the weights named by config.distill.init_from ('raw',
+    """Round 1: teacher -> mixture student. Round r >= 2 (di4c^2, multi-round SDTT): the round r-1 student is the
+    (mixture) teacher and the student starts from it. The student starts from the weights named by config.distill.init_from ('raw',
     the reference's choice, or 'ema'); its new lambda parameters are zero-initialised."""
     config = setup.config
     init_from = config.distill.get("init_from", "raw")
@@ -102,7 +119,7 @@ def distill(setup: Setup, round_index: int = 1):
 
     loss, loss_cfg = distillation_objective(config.distill, round_index)
     loss_fn = distillation_loss_fn(loss, student_apply, teacher_apply, setup.process, loss_cfg)
-    return training.run_stage(setup.workdir / STUDENT_DIRS[round_index], config, config.distill,
+    return training.run_stage(setup.workdir / student_name(round_index), config, config.distill,
                               init_params=init_params, loss_fn=loss_fn, source=setup.train_source,
                               frozen=teacher_params, conditional=setup.conditional, null_class=setup.null_class,
                               num_states=setup.info.vocab_size, seed_offset=round_index)
@@ -113,7 +130,7 @@ def distill(setup: Setup, round_index: int = 1):
 
 @dataclasses.dataclass(frozen=True)
 class SampleSpec:
-    name: str  # teacher | student | student2 | hybrid
+    name: str  # teacher | student | student<r> | hybrid
     num_steps: int
     teacher_steps: int = 0  # hybrid: the teacher's share of the steps (incl. the final one)
 
@@ -125,7 +142,8 @@ class SampleSpec:
 def sample_specs(config, available: set[str]) -> list[SampleSpec]:
     cfg = config.sample
     specs = [SampleSpec("teacher", n) for n in cfg.teacher_steps]
-    for name in ("student", "student2"):
+    # Round 1 and the final round (the intermediate rounds of a long SDTT schedule are only stepping stones).
+    for name in dict.fromkeys((student_name(1), student_name(num_rounds(config)))):
         if name in available:
             specs += [SampleSpec(name, n) for n in cfg.student_steps]
     if "student" in available:
@@ -179,9 +197,9 @@ def save_preview(setup: Setup, tokens: np.ndarray, stem: Path, count: int = 64) 
 
 def trained_networks(setup: Setup) -> dict:
     nets = {"teacher": load_teacher(setup)}
-    for round_index, name in STUDENT_DIRS.items():
-        if (setup.workdir / name / "checkpoints").exists():
-            nets[name] = load_student(setup, round_index)
+    for round_index in dict.fromkeys((1, num_rounds(setup.config))):
+        if (setup.workdir / student_name(round_index) / "checkpoints").exists():
+            nets[student_name(round_index)] = load_student(setup, round_index)
     return nets
 
 

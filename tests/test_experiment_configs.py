@@ -67,7 +67,19 @@ def test_benchmark_config_runs_end_to_end(make, metric, models, tmp_path):
     assert previews or metric == "nll_per_token"
 
 
+@pytest.mark.parametrize("benchmark", ["", ",quickstart", ",text_hmm"])
 @pytest.mark.parametrize("objective", sorted(compare.OBJECTIVES))
-def test_compare_objectives_build(objective):
-    c = compare.get_config(objective)
+def test_compare_objectives_build(objective, benchmark):
+    c = compare.get_config(objective + benchmark)
     assert c.distill.objective in ("di4c", "sdtt", "cdm") and c.sample.teacher_steps == ()
+    base = (text_hmm if benchmark == ",text_hmm" else compare.quickstart).get_config()
+    assert c.data == base.data and c.distill.steps == base.distill.steps
+    if c.distill.objective != "sdtt":
+        assert c.distill.loss.num_lambda == base.distill.loss.num_lambda
+
+
+def test_compare_rejects_unknown_names():
+    with pytest.raises(ValueError, match="unknown objective"):
+        compare.get_config("sdt")
+    with pytest.raises(ValueError, match="unknown benchmark"):
+        compare.get_config("sdtt,cifar")

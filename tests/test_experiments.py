@@ -5,8 +5,8 @@ import json
 import numpy as np
 import pytest
 
-from experiments import bench, report
-from experiments.configs import quickstart
+from experiments import bench, report, stages
+from experiments.configs import compare, quickstart
 from experiments.run import run
 
 pytestmark = pytest.mark.slow
@@ -75,3 +75,22 @@ def test_report_regenerates_tables_and_plots(workdir, tmp_path):
     text = (tmp_path / "results.md").read_text()
     assert "| teacher | 2 |" in text and "command:" in text
     assert list(tmp_path.glob("*.png"))
+
+
+def test_multi_round_sdtt_doubles_the_step_and_samples_the_first_and_last_round(workdir, tmp_path):
+    config = compare.get_config("sdtt")
+    tiny = tiny_config()
+    for field in ("data", "model", "teacher", "sample"):
+        setattr(config, field, tiny[field])
+    config.progress, config.teacher_workdir = False, str(workdir)
+    config.distill.update(steps=2, batch_size=8, checkpoint_every=2, log_every=1, rounds=3)
+    config.sample.update(teacher_steps=(), hybrid=())
+    dts = [stages.distillation_objective(config.distill, r)[1].dt for r in (1, 2, 3)]
+    np.testing.assert_allclose(dts, [1 / 64, 2 / 64, 4 / 64])
+    results = run(config, tmp_path)
+    assert all((tmp_path / name / "checkpoints").exists() for name in ("student", "student2", "student3"))
+    assert {r["model"] for r in results["rows"]} == {"student", "student3"}
+    report.main(["--compare", str(workdir), str(tmp_path), "--out", str(tmp_path / "out"), "--name", "sdtt"])
+    lines = (tmp_path / "out" / "sdtt.md").read_text().splitlines()
+    seconds = {line.split("|")[1].strip(): float(line.split("|")[-2]) for line in lines if "sdtt: student" in line}
+    assert seconds["sdtt: student3"] > seconds["sdtt: student"] > 0  # a later round counts every round before it

@@ -89,6 +89,12 @@ def test_metrics_jsonl_and_tensorboard(tmp_path):
     assert any(p.name.startswith("events.out.tfevents") for p in tmp_path.iterdir())
 
 
+def test_metrics_jsonl_lines_are_on_disk_while_training_runs(tmp_path):
+    with MetricWriter(tmp_path) as writer:
+        writer.write_scalars(1, {"loss": 0.5})
+        assert json.loads((tmp_path / "metrics.jsonl").read_text()) == {"step": 1, "loss": 0.5}
+
+
 def _worker(workdir, num_steps, out, sleep=0.0):
     env = {**os.environ, "PYTHONPATH": f"{TESTS.parent}{os.pathsep}{TESTS}", "JAX_PLATFORMS": "cpu",
            "XLA_FLAGS": "--xla_force_host_platform_device_count=8"}

@@ -23,9 +23,10 @@ SDTT_MODES = ("kl-bwd", "kl-fwd", "tvd", "mse")
 class SDTTConfig:
     """Static (hashable) settings of `sdtt_loss`.
 
-    `dt`: teacher step size of the current round. Multi-round training is the caller's job: round r (1-based)
-    uses `sdtt_round_dt(r)` = 2^(r-1) (1 - min_time) / base_steps and copies the student into the teacher between
-    rounds, so round r's student matches 2 teacher steps of total size 2^r / base_steps (reference: 1024).
+    `dt`: teacher step size of the current round. Multi-round training is the caller's job (the experiment runner
+    does it for `distill.rounds > 1`): round r (1-based) uses `sdtt_round_dt(r, dt_1)` = 2^(r-1) dt_1 and copies
+    the student into the teacher between rounds, so round r's student takes one step of size 2^r dt_1
+    (reference: dt_1 = (1 - 1e-5) / 1024).
     `mode`: per-token divergence between student p_s and target p_t, summed over classes:
       kl-bwd  sum p_s (log p_s - log p_t) = KL(student || teacher)   (reference default)
       kl-fwd  sum p_t (log p_t - log p_s) = KL(teacher || student)
@@ -59,11 +60,12 @@ class SDTTConfig:
             raise ValueError(f"min_time must lie in [0, 1), got {self.min_time}")
 
 
-def sdtt_round_dt(round_index: int, base_steps: int = 1024, min_time: float = 1e-5, num_teacher_steps: int = 2):
-    """Teacher step size of SDTT round `round_index` (1-based): num_teacher_steps^(r-1) (1 - min_time) / base_steps."""
+def sdtt_round_dt(round_index: int, first_dt: float = (1.0 - 1e-5) / 1024, num_teacher_steps: int = 2) -> float:
+    """Teacher step size of SDTT round `round_index` (1-based): first_dt * num_teacher_steps^(r-1). The default
+    first_dt is the reference's (1 - 1e-5) / 1024, whose 7 doubling rounds end at a 16-step student."""
     if round_index < 1:
         raise ValueError(f"round_index is 1-based, got {round_index}")
-    return (1.0 - min_time) / base_steps * num_teacher_steps ** (round_index - 1)
+    return first_dt * num_teacher_steps ** (round_index - 1)
 
 
 def token_divergence(logp_student: jax.Array, logp_target: jax.Array, mode: str) -> jax.Array:

@@ -24,7 +24,7 @@ class MetricWriter:
         if not self.active:
             return
         self.logdir.mkdir(parents=True, exist_ok=True)
-        self._jsonl = open(self.logdir / filename, "a", encoding="utf-8")
+        self._jsonl = open(self.logdir / filename, "a", encoding="utf-8", buffering=1)  # line-buffered: tail -f works
         if tensorboard:
             from tensorboardX import SummaryWriter  # imported lazily: only process 0 needs it
             self._tb = SummaryWriter(str(self.logdir))

@@ -1,4 +1,6 @@
-"""Objectives side by side on the quickstart's exact benchmark, sharing one trained teacher.
+"""Objectives side by side on one benchmark, every student distilled from the same trained teacher.
+
+Exact benchmark (the quickstart's Ising chain):
 
     python -m experiments.run --config experiments/configs/quickstart.py --workdir runs/quickstart
     python -m experiments.run --config experiments/configs/compare.py:sdtt --workdir runs/compare_sdtt \
@@ -6,35 +8,54 @@
     (likewise :cdm_one_step, :cdm_few_step, :di4c2)
     python -m experiments.report --compare runs/quickstart runs/compare_* --out docs/results
 
-Every student trains for the quickstart's budget (2000 steps x 64 data items; di4c2 adds a second round of the
-same size) from the same teacher, with a lambda-mixture MLP student; only the objective differs.
+Text benchmark (the HMM language; its own run already holds Di4C and di4c^2):
+
+    python -m experiments.run --config experiments/configs/text_hmm.py --workdir runs/text_hmm
+    python -m experiments.run --config experiments/configs/compare.py:sdtt,text_hmm \
+        --workdir runs/compare_text_hmm_sdtt --config.teacher_workdir=runs/text_hmm
+    (likewise :cdm_one_step,text_hmm and :cdm_few_step,text_hmm)
+    python -m experiments.report --compare runs/text_hmm runs/compare_text_hmm_* --out docs/results \
+        --name compare_text_hmm
+
+Every student starts from the teacher and trains for the benchmark's distillation budget (config.distill.steps
+per round, batch config.distill.batch_size); only the objective (and its number of rounds) differs.
 """
-from experiments.configs import quickstart
+from experiments.configs import quickstart, text_hmm
+
+BENCHMARKS = {"quickstart": quickstart, "text_hmm": text_hmm}
 
 OBJECTIVES = {
-    # SDTT (one round): the student's x0-prediction after one step matches the teacher's two ancestral steps of
-    # size dt = 1/16 (kl-bwd, per masked token). The reference's 7 doubling rounds from dt = 1/1024 do not fit
-    # this budget.
-    "sdtt": dict(objective="sdtt", loss=dict(dt=1 / 16, mode="kl-bwd", student_dropout=False)),
+    # SDTT, 6 rounds: round r's student matches two teacher steps of size dt_r = 2^(r-1) / 64 (kl-bwd, per masked
+    # token), the previous round's student being the teacher; the last round's student steps from t = 1 to 0 in one
+    # step. (The reference starts at dt = 1/1024 with 7 rounds, ending at a 16-step student.)
+    "sdtt": dict(objective="sdtt", rounds=6, loss=dict(dt=1 / 64, mode="kl-bwd", student_dropout=False)),
     # CDM one-step: the student's p(x0 | x_t) matches the teacher's 16-step chain from x_t (4 chains per item).
-    "cdm_one_step": dict(objective="cdm", loss=dict(mode="one_step", num_teacher_steps=16, num_samples=4,
-                                                    num_lambda=64, student_dropout=False)),
+    "cdm_one_step": dict(objective="cdm", rounds=1, loss=dict(mode="one_step", num_teacher_steps=16, num_samples=4,
+                                                              student_dropout=False)),
     # CDM few-step: each coarse interval of a 4-step grid matches 8 teacher steps.
-    "cdm_few_step": dict(objective="cdm", loss=dict(mode="few_step", num_student_steps=4, num_teacher_steps=8,
-                                                    num_samples=4, num_lambda=64, student_dropout=False)),
+    "cdm_few_step": dict(objective="cdm", rounds=1, loss=dict(mode="few_step", num_student_steps=4,
+                                                              num_teacher_steps=8, num_samples=4,
+                                                              student_dropout=False)),
     # di4c^2: a second Di4C round whose teacher is the round-1 mixture student.
     "di4c2": dict(objective="di4c", rounds=2),
 }
 
 
-def get_config(objective: str = "sdtt"):
+def get_config(arg: str = "sdtt"):
+    """arg = '<objective>' (exact benchmark) or '<objective>,<benchmark>'."""
+    objective, _, benchmark = arg.partition(",")
+    benchmark = benchmark or "quickstart"
     if objective not in OBJECTIVES:
         raise ValueError(f"unknown objective {objective!r}; choose one of {sorted(OBJECTIVES)}")
-    c = quickstart.get_config()
+    if benchmark not in BENCHMARKS:
+        raise ValueError(f"unknown benchmark {benchmark!r}; choose one of {sorted(BENCHMARKS)}")
+    c = BENCHMARKS[benchmark].get_config()
     c.name = objective
     settings = dict(OBJECTIVES[objective])
     if "loss" in settings:
-        c.distill.loss = settings.pop("loss")
+        # Keep the benchmark's lambda count (the same for every objective).
+        c.distill.loss = dict(settings.pop("loss"), num_lambda=c.distill.loss.num_lambda) \
+            if settings["objective"] == "cdm" else settings.pop("loss")
     c.distill.update(settings)
     c.sample.teacher_steps = ()  # the teacher's rows come from the shared teacher's own run
     c.sample.hybrid = ()
