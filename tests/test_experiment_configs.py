@@ -27,6 +27,14 @@ def digits_pixels_tiny():
     return c
 
 
+def digits_pixels_cpu_tiny():
+    c = shrink(digits_pixels.get_config("cpu"))
+    c.model.overrides.update(hidden=16, depth=1, num_heads=2)
+    c.distill.loss.num_lambda = 2
+    c.evaluate.update(classifier_steps=20, kid_subset_size=20)
+    return c
+
+
 def digits_maskgit_tiny():
     c = shrink(digits_maskgit.get_config())
     c.model.overrides.update(hidden=16, depth=1, num_heads=2)
@@ -54,10 +62,11 @@ def text_pystdlib_tiny():
 
 @pytest.mark.parametrize("make, metric, models", [
     (digits_pixels_tiny, "fid", {"teacher", "student", "hybrid"}),
+    (digits_pixels_cpu_tiny, "fid", {"teacher", "student", "hybrid"}),
     (digits_maskgit_tiny, "class_accuracy", {"teacher", "student"}),
     (text_hmm_tiny, "nll_per_token", {"teacher", "student", "student2", "hybrid"}),
     (text_pystdlib_tiny, "gen_ppl", {"teacher", "student", "student2", "hybrid"}),
-], ids=["digits_pixels", "digits_maskgit", "text_hmm", "text_pystdlib"])
+], ids=["digits_pixels", "digits_pixels_cpu", "digits_maskgit", "text_hmm", "text_pystdlib"])
 def test_benchmark_config_runs_end_to_end(make, metric, models, tmp_path):
     results = run(make(), tmp_path)
     assert {r["model"] for r in results["rows"]} == models
@@ -83,3 +92,12 @@ def test_compare_rejects_unknown_names():
         compare.get_config("sdt")
     with pytest.raises(ValueError, match="unknown benchmark"):
         compare.get_config("sdtt,cifar")
+
+
+@pytest.mark.parametrize("module", [digits_pixels, digits_maskgit])
+def test_cpu_size_shrinks_the_model_and_rejects_unknown_sizes(module):
+    default, cpu = module.get_config(), module.get_config("cpu")
+    assert cpu.model.overrides.hidden == 64 and cpu.distill.steps < default.distill.steps
+    assert cpu.data == default.data and cpu.process == default.process
+    with pytest.raises(ValueError, match="unknown size"):
+        module.get_config("gpu")
