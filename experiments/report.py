@@ -79,9 +79,11 @@ def distill_seconds(workdir: Path, model: str) -> float | None:
     return None if None in times else sum(times)
 
 
-def compare_table(all_results: list[tuple[dict, str, Path]]) -> str:
-    """One row per (experiment, model) and one column per NFE, holding the main metric, plus training time."""
-    metric = next(m for m in MAIN_METRIC if m in all_results[0][0]["rows"][0])
+def compare_table(all_results: list[tuple[dict, str, Path]], metrics: list[str] | None = None) -> str:
+    """One table per metric (default: the main one): a row per (experiment, model), a column per NFE, plus
+    training time; then the commands."""
+    first = all_results[0][0]["rows"][0]
+    metrics = metrics or [next(m for m in MAIN_METRIC if m in first)]
     cells, nfes, order, seconds = {}, set(), [], {}
     for results, command, workdir in all_results:
         for r in results["rows"]:
@@ -91,16 +93,23 @@ def compare_table(all_results: list[tuple[dict, str, Path]]) -> str:
             if label not in cells:
                 cells[label], _ = {}, order.append((label, command))
                 seconds[label] = distill_seconds(workdir, r["model"])
-            cells[label][r["nfe"]] = r[metric]
+            cells[label][r["nfe"]] = r
             nfes.add(r["nfe"])
     cols = sorted(nfes)
-    lines = [f"{metric} by NFE (lower is better); train s = training wall time (a student: all its rounds)",
-             "", "| model | " + " | ".join(map(str, cols)) + " | train s |", "|---|" + "---|" * (len(cols) + 1)]
-    for label, _ in order:
-        secs = seconds.get(label)
-        lines.append(f"| {label} | " + " | ".join(f"{cells[label][n]:.4g}" if n in cells[label] else ""
-                                                 for n in cols) + f" | {'' if secs is None else f'{secs:.0f}'} |")
-    lines += ["", "commands:"] + [f"- `{c}`" for c in dict.fromkeys(c for _, c in order if c)]
+    lines = []
+    for metric in metrics:
+        lines += [f"{metric} by NFE; train s = training wall time (a student: all its rounds)", "",
+                  "| model | " + " | ".join(map(str, cols)) + " | train s |", "|---|" + "---|" * (len(cols) + 1)]
+        for label, _ in order:
+            secs = seconds.get(label)
+            row = cells[label]
+            lines.append(f"| {label} | " + " | ".join(f"{row[n][metric]:.4g}" if n in row else "" for n in cols)
+                         + f" | {'' if secs is None else f'{secs:.0f}'} |")
+        lines.append("")
+    references = {k: v for results, _, _ in all_results for k, v in results.get("reference", {}).items()}
+    if references:
+        lines += ["reference: " + ", ".join(f"{k} = {v:.4g}" for k, v in references.items()), ""]
+    lines += ["commands:"] + [f"- `{c}`" for c in dict.fromkeys(c for _, c in order if c)]
     return "\n".join(lines) + "\n"
 
 
@@ -109,7 +118,8 @@ def _load(workdir: Path) -> tuple[dict, str, Path] | None:
     if not path.exists():
         print(f"skipping {workdir}: no results.json (run its evaluate stage)")
         return None
-    command = (workdir / "command.txt").read_text().strip() if (workdir / "command.txt").exists() else ""
+    history = (workdir / "command.txt").read_text().splitlines() if (workdir / "command.txt").exists() else []
+    command = history[0] if history else ""  # the command that created the run (later lines: reruns, resumes)
     return json.loads(path.read_text()), command, workdir
 
 
@@ -119,11 +129,13 @@ def main(argv=None):
     parser.add_argument("--out", type=Path, default=Path("docs/results"))
     parser.add_argument("--compare", action="store_true", help="one combined table (see the module docstring)")
     parser.add_argument("--name", default="compare", help="file stem of the --compare table (<out>/<name>.md)")
+    parser.add_argument("--metrics", default="", help="--compare: comma-separated metrics, one table each "
+                                                       "(default: the main metric)")
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     loaded = [x for x in map(_load, args.workdirs) if x is not None]
     if args.compare:
-        table = compare_table(loaded)
+        table = compare_table(loaded, [m for m in args.metrics.split(",") if m] or None)
         (args.out / f"{args.name}.md").write_text(table)
         print(table)
         return

@@ -5,7 +5,8 @@
 
 Stages: train_teacher -> distill (rounds 1..config.distill.rounds) -> sample -> evaluate.
 Every stage resumes: rerunning the same command continues from the last checkpoint, skips finished stages and
-sample files that exist. The resolved config is saved as <workdir>/config.json.
+sample files that exist. The resolved config is saved as <workdir>/config.json and every command line is
+appended to <workdir>/command.txt (its first line created the run; the report quotes that one).
 """
 from __future__ import annotations
 
@@ -40,7 +41,8 @@ def run(config, workdir: str | Path, stage: str = "all") -> dict | None:
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     (workdir / "config.json").write_text(config.to_json_best_effort(indent=1))
-    (workdir / "command.txt").write_text("python -m experiments.run " + shlex.join(sys.argv[1:]) + "\n")
+    with open(workdir / "command.txt", "a") as f:  # every invocation; the first one created the workdir
+        f.write("python -m experiments.run " + shlex.join(sys.argv[1:]) + "\n")
     setup = build_setup(config, workdir)
     _log(f"{config.get('name', workdir.name)}: {setup.info.name} data, D={setup.num_dims}, "
          f"{type(setup.process).__name__} process with K={setup.process.num_states} states")

@@ -1,6 +1,7 @@
 """Every benchmark config runs end to end (train teacher, distil, sample, evaluate) at a tiny size."""
 import json
 
+import numpy as np
 import pytest
 
 from experiments.configs import compare, digits_maskgit, digits_pixels, text_hmm, text_pystdlib
@@ -74,6 +75,9 @@ def test_benchmark_config_runs_end_to_end(make, metric, models, tmp_path):
     assert json.loads((tmp_path / "results.json").read_text())["rows"]
     previews = list((tmp_path / "samples").glob("*.png")) + list((tmp_path / "samples").glob("*.txt"))
     assert previews or metric == "nll_per_token"
+    if metric == "nll_per_token":
+        ref = results["reference"]
+        assert 0 < ref["hmm_entropy_rate_nats"] and 0 < ref["data_unigram_entropy"] <= np.log(16)
 
 
 @pytest.mark.parametrize("benchmark", ["", ",quickstart", ",text_hmm"])
