@@ -2,8 +2,10 @@
 
 exact   TV and KL(p_data || p_model) between the empirical law of the samples and the exact law (half a
         pseudo-count per state smooths the empirical law for KL), with the Monte-Carlo noise floor of TV.
-hmm     exact per-token NLL of generated text under the true HMM, and unigram entropy (reference: the entropy
-        rate and the held-out data's unigram entropy).
+hmm     exact per-token NLL of generated text under the true HMM, unigram entropy (reference: the entropy rate
+        and the held-out data's unigram entropy), and window_tv: TV between the law of `evaluate.window` (3)
+        consecutive tokens pooled over positions and its exact value (reference: the same TV for as many true
+        sequences, i.e. the sampling-noise level).
 digits  FID / KID / Inception-style score in the feature space of a digit classifier trained here (test accuracy
         reported), classifier confidence, and class consistency for class-conditional samples.
 text    generative perplexity under an autoregressive evaluator LM trained here on the corpus, unigram entropy,
@@ -51,13 +53,24 @@ class HMMScorer:
         # NLL alone rewards collapsed, over-typical samples (NLL below the entropy rate): read it beside the
         # held-out data's own unigram entropy.
         self.data_entropy = ev.mean_unigram_entropy(_source_array(setup.eval_source)[0])
+        # A proper distance that sharpening cannot game: TV between the pooled law of `window` consecutive tokens
+        # in the samples and its exact value; its sampling-noise level is the same TV for true HMM sequences.
+        self.vocab, self.window = setup.info.vocab_size, setup.config.evaluate.get("window", 3)
+        self.window_law = ev.hmm_window_law(*self.hmm, length=setup.num_dims, window=self.window)
+        true_seqs, _ = ev.sample_hmm(jax.random.key(1), setup.config.sample.num_samples, setup.num_dims, *self.hmm)
+        self.window_floor = self._window_tv(np.asarray(true_seqs))
+
+    def _window_tv(self, tokens) -> float:
+        return ev.tv_distance(self.window_law, ev.empirical_law(ev.window_tokens(tokens, self.window), self.vocab))
 
     def reference(self) -> dict:
-        return {"hmm_entropy_rate_nats": float(self.entropy_rate), "data_unigram_entropy": self.data_entropy}
+        return {"hmm_entropy_rate_nats": float(self.entropy_rate), "data_unigram_entropy": self.data_entropy,
+                f"window{self.window}_tv_of_true_samples": self.window_floor}
 
     def __call__(self, tokens, labels=None) -> dict:
         nll = -np.asarray(ev.hmm_log_likelihood(tokens, *self.hmm)) / tokens.shape[1]
-        return {"nll_per_token": float(nll.mean()), "unigram_entropy": ev.mean_unigram_entropy(tokens)}
+        return {"nll_per_token": float(nll.mean()), "unigram_entropy": ev.mean_unigram_entropy(tokens),
+                "window_tv": self._window_tv(np.asarray(tokens))}
 
 
 class DigitsScorer:

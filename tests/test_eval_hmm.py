@@ -6,9 +6,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from di4c_jax.eval.exact import empirical_law, mc_noise_floor, tv_distance
-from di4c_jax.eval.hmm import (hmm_entropy_rate, hmm_log_likelihood, hmm_prefix_log_likelihood, random_hmm,
-                               sample_hmm)
+from di4c_jax.eval.exact import all_states, empirical_law, mc_noise_floor, state_index, tv_distance
+from di4c_jax.eval.hmm import (hmm_entropy_rate, hmm_log_likelihood, hmm_prefix_log_likelihood, hmm_window_law,
+                               random_hmm, sample_hmm, window_tokens)
 
 H, V, L = 3, 4, 4
 
@@ -63,3 +63,23 @@ def test_entropy_rate_of_iid_hmm_is_emission_entropy():
 def test_bad_tokens_are_named(hmm):
     with pytest.raises(ValueError, match="range"):
         hmm_log_likelihood(np.array([[0, V]]), *hmm)
+
+
+@pytest.mark.parametrize("window", [1, 2, 4])
+def test_window_law_equals_enumerated_marginal_averaged_over_positions(window):
+    hmm = random_hmm(jax.random.key(3), 3, 3, trans_sharpness=2.0, emit_sharpness=2.0)
+    length, v = 4, 3
+    seqs = all_states(length, v)
+    p = np.exp(np.asarray(hmm_log_likelihood(seqs, *hmm), np.float64))
+    expected = np.zeros(v ** window)
+    for start in range(length - window + 1):
+        np.add.at(expected, state_index(seqs[:, start:start + window], v), p)
+    expected /= length - window + 1
+    np.testing.assert_allclose(hmm_window_law(*hmm, length=length, window=window), expected, atol=1e-6)
+
+
+def test_window_tokens_pools_every_run_of_consecutive_tokens():
+    x = np.array([[0, 1, 2], [3, 4, 5]])
+    np.testing.assert_array_equal(window_tokens(x, 2), [[0, 1], [1, 2], [3, 4], [4, 5]])
+    with pytest.raises(ValueError, match="window"):
+        window_tokens(x, 4)

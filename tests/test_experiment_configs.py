@@ -78,6 +78,7 @@ def test_benchmark_config_runs_end_to_end(make, metric, models, tmp_path):
     if metric == "nll_per_token":
         ref = results["reference"]
         assert 0 < ref["hmm_entropy_rate_nats"] and 0 < ref["data_unigram_entropy"] <= np.log(16)
+        assert 0 < ref["window3_tv_of_true_samples"] < min(r["window_tv"] for r in results["rows"]) <= 1
 
 
 @pytest.mark.parametrize("benchmark", ["", ",quickstart", ",text_hmm"])

@@ -5,8 +5,8 @@ from di4c_jax.eval.classifier import (ClassifierConfig, accuracy, classify, conf
 from di4c_jax.eval.exact import (all_states, empirical_law, kl_divergence, mc_noise_floor, state_index,
                                  tv_distance)
 from di4c_jax.eval.fid import feature_stats, fid, frechet_distance, inception_score, kid
-from di4c_jax.eval.hmm import (hmm_entropy_rate, hmm_log_likelihood, hmm_prefix_log_likelihood, random_hmm,
-                               sample_hmm)
+from di4c_jax.eval.hmm import (hmm_entropy_rate, hmm_log_likelihood, hmm_prefix_log_likelihood, hmm_window_law,
+                               random_hmm, sample_hmm, window_tokens)
 from di4c_jax.eval.laws import IsingChain, ParityLaw, ProductMixture
 from di4c_jax.eval.lm import (LMConfig, chunk_stream, generative_perplexity, init_lm, per_sample_nll, token_nll,
                               train_lm)
@@ -17,7 +17,8 @@ __all__ = [
     "save_classifier", "train_classifier",
     "all_states", "empirical_law", "kl_divergence", "mc_noise_floor", "state_index", "tv_distance",
     "feature_stats", "fid", "frechet_distance", "inception_score", "kid",
-    "hmm_entropy_rate", "hmm_log_likelihood", "hmm_prefix_log_likelihood", "random_hmm", "sample_hmm",
+    "hmm_entropy_rate", "hmm_log_likelihood", "hmm_prefix_log_likelihood", "hmm_window_law", "random_hmm",
+    "sample_hmm", "window_tokens",
     "IsingChain", "ParityLaw", "ProductMixture",
     "LMConfig", "chunk_stream", "generative_perplexity", "init_lm", "per_sample_nll", "token_nll", "train_lm",
     "mean_unigram_entropy", "self_bleu", "sentence_bleu", "unigram_entropy",

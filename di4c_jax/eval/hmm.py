@@ -88,3 +88,34 @@ def hmm_entropy_rate(key, log_init, log_trans, log_emit, num_samples: int = 256,
     tail = prefix[:, -1] - (prefix[:, burn_in - 1] if burn_in > 0 else 0.0)
     per_token = -tail / (length - burn_in)
     return float(per_token.mean()), float(per_token.std(ddof=1) / np.sqrt(num_samples))
+
+
+def hmm_window_law(log_init, log_trans, log_emit, length: int, window: int) -> np.ndarray:
+    """Exact law of `window` consecutive tokens at a uniformly random start position of a length-`length`
+    sequence -> float64[V^window] (base-V index, first token most significant, as `empirical_law`).
+
+    p(x_{i..i+w-1}) = sum_z pi_i(z_i) E(z_i, x_i) prod_j T(z_j, z_{j+1}) E(z_{j+1}, x_{j+1}), pi_i = pi_0 T^i,
+    averaged over i = 0..L-w. Computed in float64 numpy (V^w entries; keep V^w <= ~1e6).
+    """
+    h, v = _check_params(log_init, log_trans, log_emit)
+    if not 1 <= window <= length:
+        raise ValueError(f"need 1 <= window <= length, got window={window}, length={length}")
+    init, trans, emit = (np.exp(np.asarray(a, np.float64)) for a in (log_init, log_trans, log_emit))
+    pi, start = init, np.zeros(h)
+    for _ in range(length - window + 1):
+        start += pi
+        pi = pi @ trans
+    start /= length - window + 1
+    # law[z, x_1..x_j]: joint of the hidden state at the window's j-th token and the tokens so far.
+    law = start[:, None] * emit  # [H, V]
+    for _ in range(window - 1):
+        law = np.einsum("zx,zy,yv->yxv", law.reshape(h, -1), trans, emit).reshape(h, -1)
+    return law.sum(axis=0)
+
+
+def window_tokens(tokens, window: int) -> np.ndarray:
+    """int[n, L] -> int[n (L - w + 1), w]: every run of `window` consecutive tokens (pooled over positions)."""
+    x = np.asarray(tokens)
+    if x.ndim != 2 or not 1 <= window <= x.shape[1]:
+        raise ValueError(f"need tokens int[n, L >= window], got shape {x.shape} and window {window}")
+    return np.lib.stride_tricks.sliding_window_view(x, window, axis=1).reshape(-1, window)
