@@ -4,8 +4,9 @@
     python -m experiments.report --compare runs/quickstart runs/compare_sdtt ... --out docs/results
 
 Writes <out>/results.md (one table per experiment, each with the command that produced it) and
-<out>/<experiment>.png (the main metric against NFE: teacher, students, hybrids). With --compare, writes
-<out>/<name>.md (default compare.md) instead: one row per (experiment, model), one column per step count, the main metric in the cells
+<out>/<experiment>.png (the main metric against NFE: teacher, students, hybrids) and copies each run's sample grids
+(<out>/<experiment>__<model>_<n>steps.png, shown in results.md). With --compare, writes <out>/<name>.md
+(default compare.md) instead: one row per (experiment, model), one column per step count, one table per metric
 (experiments that share a benchmark, e.g. the objectives of configs/compare.py on one teacher).
 """
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import re
+import shutil
 from pathlib import Path
 
 import matplotlib
@@ -55,6 +57,19 @@ def plot(results: dict, path: Path) -> str | None:
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return metric
+
+
+def sample_grids(workdir: Path, out: Path, stem: str) -> str:
+    """Copy the run's sample grids (samples/<model>_<n>steps.png) next to the report; Markdown that shows them."""
+    grids = sorted((workdir / "samples").glob("*.png"),
+                   key=lambda p: (model_rank(p.stem.split("_")[0]), int(re.sub(r"\D", "", p.stem.split("_")[-1]))))
+    if not grids:
+        return ""
+    lines = ["", "| " + " | ".join(p.stem for p in grids) + " |", "|---" * len(grids) + "|"]
+    for p in grids:
+        shutil.copyfile(p, out / f"{stem}__{p.name}")
+    lines.append("| " + " | ".join(f"![{p.stem}]({stem}__{p.name})" for p in grids) + " |")
+    return "\n".join(lines) + "\n"
 
 
 def train_seconds(stage_dir: Path) -> float | None:
@@ -140,7 +155,7 @@ def main(argv=None):
         print(table)
         return
     sections = []
-    for results, command, _ in loaded:
+    for results, command, workdir in loaded:
         png = args.out / f"{slug(results['experiment'])}.png"
         metric = plot(results, png)
         section = markdown_table(results)
@@ -148,6 +163,7 @@ def main(argv=None):
             section += f"\ncommand: `{command}`\n"
         if metric:
             section += f"\n![{metric} vs NFE]({png.name})\n"
+        section += sample_grids(workdir, args.out, slug(results["experiment"]))
         sections.append(section)
     (args.out / "results.md").write_text("\n".join(sections))
     print("\n".join(sections))

@@ -4,6 +4,7 @@ import json
 import numpy as np
 import pytest
 
+from experiments import report
 from experiments.configs import compare, digits_maskgit, digits_pixels, text_hmm, text_pystdlib
 from experiments.run import run
 
@@ -75,6 +76,11 @@ def test_benchmark_config_runs_end_to_end(make, metric, models, tmp_path):
     assert json.loads((tmp_path / "results.json").read_text())["rows"]
     previews = list((tmp_path / "samples").glob("*.png")) + list((tmp_path / "samples").glob("*.txt"))
     assert previews or metric == "nll_per_token"
+    if any(p.suffix == ".png" for p in previews):
+        report.main([str(tmp_path), "--out", str(tmp_path / "report")])
+        grids = list((tmp_path / "report").glob("*__*steps.png"))
+        assert len(grids) == len(list((tmp_path / "samples").glob("*.png")))
+        assert all(g.name in (tmp_path / "report" / "results.md").read_text() for g in grids)
     if metric == "nll_per_token":
         ref = results["reference"]
         assert 0 < ref["hmm_entropy_rate_nats"] and 0 < ref["data_unigram_entropy"] <= np.log(16)
