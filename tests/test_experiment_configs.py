@@ -105,7 +105,7 @@ def test_compare_rejects_unknown_names():
         compare.get_config("sdtt,cifar")
 
 
-@pytest.mark.parametrize("module", [digits_pixels, digits_maskgit])
+@pytest.mark.parametrize("module", [digits_pixels, digits_maskgit, text_pystdlib])
 def test_cpu_size_shrinks_the_model_and_rejects_unknown_sizes(module):
     default, cpu = module.get_config(), module.get_config("cpu")
     assert cpu.model.overrides.hidden == 64 and cpu.distill.steps < default.distill.steps

@@ -3,12 +3,18 @@ library's own source files (offline on every machine). Generative perplexity und
 trained here on the same corpus, unigram entropy and self-BLEU; teacher, Di4C and di4c^2 students.
 
     python -m experiments.run --config experiments/configs/text_pystdlib.py --workdir runs/text_pystdlib
+    python -m experiments.run --config experiments/configs/text_pystdlib.py:cpu --workdir runs/text_pystdlib_cpu
+
+`:cpu` is the size that fits 2 CPU cores in about half an hour: a 2-layer width-64 DiT, 4000 teacher steps, two
+Di4C rounds of 600 steps with the wide-step tauLDR recipe, a smaller evaluator LM and 500 samples per cell.
 """
 from experiments.configs.base import base_config
 
 
-def get_config():
-    c = base_config("Python stdlib characters (masked, L=64)")
+def get_config(size: str = "default"):
+    if size not in ("default", "cpu"):
+        raise ValueError(f"unknown size {size!r}; choose 'default' or 'cpu'")
+    c = base_config("Python stdlib characters (masked, L=64)" + (" (cpu size)" if size == "cpu" else ""))
     c.data = dict(kind="pystdlib_text", seq_len=64, tokenizer="char", max_files=400)
     c.process = dict(kind="masked", schedule="loglinear")
     c.model = dict(size="dit-tiny", lam_style="token", overrides=dict(hidden=128, depth=4, num_heads=4, dropout=0.0))
@@ -20,4 +26,15 @@ def get_config():
     c.sample = dict(teacher_steps=(4, 8, 16, 32, 64), student_steps=(4, 8, 16), hybrid=((8, 2),),
                     num_samples=1000, batch_size=250)
     c.evaluate = dict(lm_steps=2000, lm_width=128, lm_layers=2, self_bleu_samples=100)
+    if size == "cpu":
+        c.model.overrides.update(hidden=64, depth=2)
+        c.teacher.steps = 4000
+        # The quickstart's recipe: tauLDR scheme with a wide teacher step delta ~ LogUniform[0.02, 0.5].
+        c.distill.preset = "tauldr"
+        c.distill.loss = dict(num_lambda=16, min_delta=0.02, max_delta=0.5)
+        c.distill.update(steps=600, batch_size=16, checkpoint_every=300)
+        c.distill.optim.learning_rate = 3e-4
+        c.sample.update(teacher_steps=(2, 4, 8, 16, 32), student_steps=(2, 4, 8), hybrid=((4, 1),),
+                        num_samples=500, batch_size=250)
+        c.evaluate.update(lm_steps=1500, lm_width=96)
     return c
