@@ -24,7 +24,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from experiments.evaluation import markdown_table, model_rank  # noqa: E402
 
-MAIN_METRIC = ("tv", "fid", "nll_per_token", "gen_ppl")
+MAIN_METRIC = ("tv", "fid", "window_tv", "gen_ppl")
 STYLE = {"teacher": ("k", "o"), "student": ("tab:blue", "s"), "hybrid": ("tab:red", "D")}
 LATER_ROUND_STYLE = ("tab:green", "^")  # student<r>, r >= 2
 
@@ -44,10 +44,12 @@ def plot(results: dict, path: Path) -> str | None:
         if pts:
             color, marker = STYLE.get(model, LATER_ROUND_STYLE)
             ax.plot(*zip(*pts), marker=marker, color=color, label=model, linestyle="-" if model != "hybrid" else "")
-    if metric == "tv" and "tv_noise_floor" in rows[0]:
-        ax.axhline(rows[0]["tv_noise_floor"], color="gray", linestyle=":", label="MC noise floor")
+    floor = rows[0].get("tv_noise_floor") if metric == "tv" else next(
+        (v for k, v in results.get("reference", {}).items() if k.endswith("tv_of_true_samples")), None)
+    if floor is not None and metric.endswith("tv"):
+        ax.axhline(floor, color="gray", linestyle=":", label="noise level (true samples)")
     ax.set_xscale("log", base=2)
-    if metric in ("tv", "kl"):
+    if metric in ("tv", "kl", "window_tv"):
         ax.set_yscale("log")
     ax.set_xlabel("NFE (network evaluations)")
     ax.set_ylabel(metric)
