@@ -23,6 +23,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from experiments.evaluation import markdown_table, model_rank  # noqa: E402
+from experiments.stages import student_name  # noqa: E402
 
 MAIN_METRIC = ("tv", "fid", "window_tv", "gen_ppl")
 STYLE = {"teacher": ("k", "o"), "student": ("tab:blue", "s"), "hybrid": ("tab:red", "D")}
@@ -92,7 +93,7 @@ def distill_seconds(workdir: Path, model: str) -> float | None:
     if model == "teacher":
         return train_seconds(workdir / "teacher")
     last = model_rank("student" if model == "hybrid" else model)[1]
-    times = [train_seconds(workdir / ("student" if r == 1 else f"student{r}")) for r in range(1, last + 1)]
+    times = [train_seconds(workdir / student_name(r)) for r in range(1, last + 1)]
     return None if None in times else sum(times)
 
 

@@ -21,6 +21,13 @@ def shrink(c, *, samples=40):
     return c
 
 
+def tiny_dit(c):
+    """A 1-layer width-16 DiT with 2 lambda samples (the DiT configs' model knobs)."""
+    c.model.overrides.update(hidden=16, depth=1, num_heads=2)
+    c.distill.loss.num_lambda = 2
+    return c
+
+
 def digits_pixels_tiny():
     c = shrink(digits_pixels.get_config())
     c.model.overrides.update(ch=8, ch_mult=(1,), attn_resolutions=())
@@ -30,34 +37,26 @@ def digits_pixels_tiny():
 
 
 def digits_pixels_cpu_tiny():
-    c = shrink(digits_pixels.get_config("cpu"))
-    c.model.overrides.update(hidden=16, depth=1, num_heads=2)
-    c.distill.loss.num_lambda = 2
+    c = tiny_dit(shrink(digits_pixels.get_config("cpu")))
     c.evaluate.update(classifier_steps=20, kid_subset_size=20)
     return c
 
 
 def digits_maskgit_tiny():
-    c = shrink(digits_maskgit.get_config())
-    c.model.overrides.update(hidden=16, depth=1, num_heads=2)
-    c.distill.loss.num_lambda = 2
+    c = tiny_dit(shrink(digits_maskgit.get_config()))
     c.evaluate.update(classifier_steps=20, kid_subset_size=20)
     return c
 
 
 def text_hmm_tiny():
-    c = shrink(text_hmm.get_config())
+    c = tiny_dit(shrink(text_hmm.get_config()))
     c.data.update(num_train=200, num_eval=40)
-    c.model.overrides.update(hidden=16, depth=1, num_heads=2)
-    c.distill.loss.num_lambda = 2
     return c
 
 
 def text_pystdlib_tiny():
-    c = shrink(text_pystdlib.get_config())
+    c = tiny_dit(shrink(text_pystdlib.get_config()))
     c.data.update(seq_len=16, max_files=60)  # about 1 file in 20 is held out
-    c.model.overrides.update(hidden=16, depth=1, num_heads=2)
-    c.distill.loss.num_lambda = 2
     c.evaluate.update(lm_steps=5, lm_width=16, lm_layers=1, self_bleu_samples=10)
     return c
 

@@ -2,9 +2,14 @@
 import ml_collections
 
 
-def base_config(name: str) -> ml_collections.ConfigDict:
+SIZES = ("default", "cpu")  # "cpu": the size that fits 2 CPU cores (each config says what it shrinks)
+
+
+def base_config(name: str, size: str = "default") -> ml_collections.ConfigDict:
+    if size not in SIZES:
+        raise ValueError(f"unknown size {size!r}; choose one of {SIZES}")
     c = ml_collections.ConfigDict()
-    c.name = name
+    c.name = name + (" (cpu size)" if size == "cpu" else "")
     c.seed = 0
     c.teacher_workdir = ""  # set to another run's workdir to reuse its trained teacher
     c.progress = True

@@ -13,9 +13,7 @@ from experiments.configs.base import base_config
 
 
 def get_config(size: str = "default"):
-    if size not in ("default", "cpu"):
-        raise ValueError(f"unknown size {size!r}; choose 'default' or 'cpu'")
-    c = base_config("digits tokens, class-conditional MaskGIT" + (" (cpu size)" if size == "cpu" else ""))
+    c = base_config("digits tokens, class-conditional MaskGIT", size)
     c.data = dict(kind="digits")
     c.process = dict(kind="masked", schedule="arccos", subs=True)
     c.model = dict(size="dit-tiny", class_conditional=True, lam_style="token",

@@ -15,9 +15,7 @@ from experiments.configs.base import base_config
 
 
 def get_config(size: str = "default"):
-    if size not in ("default", "cpu"):
-        raise ValueError(f"unknown size {size!r}; choose 'default' or 'cpu'")
-    c = base_config("digits pixels (tauLDR process, S=17)" + (" (cpu size)" if size == "cpu" else ""))
+    c = base_config("digits pixels (tauLDR process, S=17)", size)
     c.data = dict(kind="digits")
     # Rate width 2 for 17 levels (the CIFAR-10 value 6 is for 256 levels); q_sigma large = near-uniform prior.
     c.process = dict(kind="gaussian", rate_sigma=2.0, q_sigma=64.0, time_base=3.0, time_exponential=100.0,

@@ -12,9 +12,7 @@ from experiments.configs.base import base_config
 
 
 def get_config(size: str = "default"):
-    if size not in ("default", "cpu"):
-        raise ValueError(f"unknown size {size!r}; choose 'default' or 'cpu'")
-    c = base_config("Python stdlib characters (masked, L=64)" + (" (cpu size)" if size == "cpu" else ""))
+    c = base_config("Python stdlib characters (masked, L=64)", size)
     c.data = dict(kind="pystdlib_text", seq_len=64, tokenizer="char", max_files=400)
     c.process = dict(kind="masked", schedule="loglinear")
     c.model = dict(size="dit-tiny", lam_style="token", overrides=dict(hidden=128, depth=4, num_heads=4, dropout=0.0))
