@@ -23,7 +23,7 @@ from experiments.setup import Setup
 from experiments.stages import sample_labels
 
 
-def _source_array(source) -> tuple[np.ndarray, np.ndarray | None]:
+def source_array(source) -> tuple[np.ndarray, np.ndarray | None]:
     rows = [source[i] for i in range(len(source))]
     x = np.stack([r["x0"] for r in rows]).astype(np.int32)
     labels = np.asarray([r["label"] for r in rows], np.int32) if "label" in rows[0] else None
@@ -52,7 +52,7 @@ class HMMScorer:
         self.entropy_rate, _ = ev.hmm_entropy_rate(jax.random.key(0), *self.hmm)
         # NLL alone rewards collapsed, over-typical samples (NLL below the entropy rate): read it beside the
         # held-out data's own unigram entropy.
-        self.data_entropy = ev.mean_unigram_entropy(_source_array(setup.eval_source)[0])
+        self.data_entropy = ev.mean_unigram_entropy(source_array(setup.eval_source)[0])
         # A proper distance that sharpening cannot game: TV between the pooled law of `window` consecutive tokens
         # in the samples and its exact value; its sampling-noise level is the same TV for true HMM sequences.
         self.vocab, self.window = setup.info.vocab_size, setup.config.evaluate.get("window", 3)
@@ -76,8 +76,8 @@ class HMMScorer:
 class DigitsScorer:
     def __init__(self, setup: Setup):
         cfg = setup.config.evaluate
-        train_x, train_y = _source_array(setup.train_source)
-        self.test_x, self.test_y = _source_array(setup.eval_source)
+        train_x, train_y = source_array(setup.train_source)
+        self.test_x, self.test_y = source_array(setup.eval_source)
         clf_cfg = ev.ClassifierConfig(num_pixels=setup.num_dims, num_levels=setup.info.vocab_size,
                                       num_classes=setup.info.num_classes)
         self.apply, self.params = ev.train_classifier(jax.random.key(cfg.get("classifier_seed", 0)), clf_cfg,
@@ -105,8 +105,8 @@ class DigitsScorer:
 class TextScorer:
     def __init__(self, setup: Setup):
         cfg = setup.config.evaluate
-        train_x, _ = _source_array(setup.train_source)
-        held_x, _ = _source_array(setup.eval_source)
+        train_x, _ = source_array(setup.train_source)
+        held_x, _ = source_array(setup.eval_source)
         self.lm_cfg = ev.LMConfig(vocab_size=setup.info.vocab_size, max_len=setup.num_dims,
                                   d_model=cfg.get("lm_width", 64), num_layers=cfg.get("lm_layers", 2))
         self.apply, self.params = ev.train_lm(jax.random.key(0), self.lm_cfg, train_x,

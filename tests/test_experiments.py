@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from experiments import bench, report, stages
+from experiments import bench, diagnose, report, stages
 from experiments.configs import compare, quickstart
 from experiments.run import run
 
@@ -68,6 +68,14 @@ def test_bench_reports_speed_quality_and_overhead(workdir):
     assert all("overhead_vs_teacher_per_nfe" in r for r in rows if r["model"] == "student")
     meta = json.loads((workdir / "bench.json").read_text())["meta"]
     assert meta["num_devices"] == 8 and "student overhead" in (workdir / "bench.md").read_text()
+
+
+def test_diagnose_writes_a_row_per_time_and_mixture_size(workdir):
+    rows = diagnose.run(workdir, 1, times=[0.5, 1.0], lambdas=[2, 4], num=50)
+    assert [(r["t"], r["num_lambda"]) for r in rows] == [(0.5, 2), (0.5, 4), (1.0, 2), (1.0, 4)]
+    for r in rows:
+        assert r["teacher_loglik"] < 0 and r["marginal_kl"] >= -1e-6 and np.isfinite(r["correlation"])
+    assert "| 1 | 4 |" in (workdir / "diagnose.md").read_text()
 
 
 def test_report_regenerates_tables_and_plots(workdir, tmp_path):
