@@ -10,7 +10,7 @@ from flax import nnx
 
 from di4c_jax.models import (abstract_params, build_apply, build_denoiser, init_student_from_teacher,
                              model_config, param_count, truncated_logistic_logits)
-from di4c_jax.models.dit import DiTBlock, apply_rotary, rotary_tables
+from di4c_jax.models.dit import DiTBlock, apply_rotary, attention, rotary_tables
 
 B = 3
 CONFIGS = {  # (size name, overrides) small enough for CPU
@@ -136,6 +136,31 @@ def test_lambda_token_gate_one_is_extra_token_attention():
     full = block._mlp(full, shift2, scale2, gate2, None)
     np.testing.assert_allclose(out_x, full[:, :d], rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(out_z, full[:, d:], rtol=1e-5, atol=1e-5)
+
+
+def test_attention_equals_softmax_reference_with_gradients():
+    """attention() (normalised after the value product) equals softmax(q k^T) v and logsumexp, values and
+    gradients, including scores large enough that an unshifted exp would overflow."""
+    kq, kk, kv, kw = jax.random.split(jax.random.key(7), 4)
+    q, k, v = (40.0 * jax.random.normal(key, (2, 5, 3, 4)) for key in (kq, kk, kv))
+    w_out, w_lse = jax.random.normal(kw, (2, 5, 3, 4)), jnp.linspace(-1.0, 1.0, 2 * 3 * 5).reshape(2, 3, 5)
+
+    def reference(q, k, v):
+        s = jnp.einsum("bqhd,bkhd->bhqk", q, k) * 0.5
+        return jnp.einsum("bhqk,bkhd->bqhd", jax.nn.softmax(s, axis=-1), v), jax.nn.logsumexp(s, axis=-1)
+
+    def objective(fn, q, k, v):
+        out, lse = fn(q, k, v)
+        return (out * w_out).sum() + (lse * w_lse).sum()
+
+    ours = functools.partial(attention, scale=0.5)
+    for got, want in zip(ours(q, k, v), reference(q, k, v)):
+        assert np.isfinite(got).all()
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-3)
+    grads = jax.grad(functools.partial(objective, ours), argnums=(0, 1, 2))(q, k, v)
+    want = jax.grad(functools.partial(objective, reference), argnums=(0, 1, 2))(q, k, v)
+    for g, r in zip(grads, want):
+        np.testing.assert_allclose(g, r, rtol=1e-4, atol=1e-3 * float(np.abs(r).max()))
 
 
 def test_class_conditioning_and_input_errors():

@@ -43,6 +43,22 @@ def apply_rotary(x: jax.Array, cos: jax.Array, sin: jax.Array) -> jax.Array:
     return (x * cos[None, :, None, :] + rotated * sin[None, :, None, :]).astype(x.dtype)
 
 
+def attention(q, k, v, scale: float) -> tuple[jax.Array, jax.Array]:
+    """Softmax attention, q, k, v [B, L, heads, head_dim] -> (out [B, L, heads, head_dim], lse f32[B, heads, L]).
+
+    The normalisation is applied after the value product (exp(s - max) v / sum exp(s - max)): on XLA CPU this runs
+    about twice as fast as normalising the [B, heads, L, L] probabilities first. `lse` (logsumexp of the scores,
+    differentiable) is what the lambda token's gate needs.
+    """
+    s = jnp.einsum("bqhd,bkhd->bhqk", q, k, preferred_element_type=jnp.float32) * scale
+    m = jax.lax.stop_gradient(s.max(axis=-1, keepdims=True))
+    p = jnp.exp(s - m)
+    total = p.sum(axis=-1)                                                    # [B, heads, L]
+    out = jnp.einsum("bhqk,bkhd->bqhd", p.astype(v.dtype), v, preferred_element_type=jnp.float32)
+    out = out / total.transpose(0, 2, 1)[..., None]
+    return out.astype(v.dtype), m[..., 0] + jnp.log(total)
+
+
 def _modulate(x, shift, scale):
     return x * (1 + scale) + shift
 
@@ -88,9 +104,7 @@ class DiTBlock(nnx.Module):
         q, k, v = self._qkv(x, shift1, scale1)
         q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
         scale = q.shape[-1] ** -0.5
-        s = jnp.einsum("bqhd,bkhd->bhqk", q, k, preferred_element_type=jnp.float32) * scale
-        lse = jax.nn.logsumexp(s, axis=-1)                                    # [B, heads, D]
-        att = jnp.einsum("bhqk,bkhd->bqhd", jnp.exp(s - lse[..., None]).astype(v.dtype), v)
+        att, lse = attention(q, k, v, scale)
         if z is not None:
             qz, kz, vz = self._qkv(z, shift1, scale1)
             s_z = jnp.einsum("bqhd,bkhd->bhqk", q, kz, preferred_element_type=jnp.float32)[..., 0] * scale
