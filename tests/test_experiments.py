@@ -71,11 +71,16 @@ def test_bench_reports_speed_quality_and_overhead(workdir):
 
 
 def test_diagnose_writes_a_row_per_time_and_mixture_size(workdir):
-    rows = diagnose.run(workdir, 1, times=[0.5, 1.0], lambdas=[2, 4], num=50)
+    rows = diagnose.run(workdir, 1, times=[0.5, 1.0], lambdas=[2, 4], num=50, denoise=3_000)
     assert [(r["t"], r["num_lambda"]) for r in rows] == [(0.5, 2), (0.5, 4), (1.0, 2), (1.0, 4)]
     for r in rows:
         assert r["teacher_loglik"] < 0 and r["marginal_kl"] >= -1e-6 and np.isfinite(r["correlation"])
     assert "| 1 | 4 |" in (workdir / "diagnose.md").read_text()
+    denoised = json.loads((workdir / "diagnose.json").read_text())["denoise"]
+    assert [r["t"] for r in denoised] == [0.5, 1.0]
+    for r in denoised:
+        assert 0.0 <= r["student_tv"] <= 1.0 and 0.0 <= r["teacher_tv"] <= 1.0
+    assert "one-step denoising" in (workdir / "diagnose.md").read_text()
 
 
 def test_report_regenerates_tables_and_plots(workdir, tmp_path):
