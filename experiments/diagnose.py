@@ -31,6 +31,7 @@ from absl import app, flags
 from ml_collections import config_dict
 
 from di4c_jax.eval import sample_hmm
+from di4c_jax.sampling import draw_lam, x0_logprobs
 from di4c_jax.losses.mixture import kl_sum, mixture_log_likelihood, mixture_log_marginal
 from experiments import stages
 from experiments.evaluation import SCORERS, source_array
@@ -58,10 +59,10 @@ def diagnose_point(key, process, teacher, student, x0, t: float, num_lambda: int
     k_xt, k_lam = jax.random.split(key)
     tt = jnp.full((batch,), t, jnp.float32)
     x_t = process.sample_xt(k_xt, x0, tt)
-    teacher_logp = process.x0_logprobs(t_apply(t_params, x_t, tt, None, cond), x_t)  # [B, D, K]
+    teacher_logp = x0_logprobs(process, t_apply, t_params, x_t, tt, None, cond)  # [B, D, K]
     rep = lambda a: None if a is None else jnp.repeat(a, num_lambda, axis=0)  # noqa: E731
     lam = jax.random.uniform(k_lam, (batch * num_lambda,))
-    logp = process.x0_logprobs(s_apply(s_params, rep(x_t), rep(tt), lam, rep(cond)), rep(x_t))
+    logp = x0_logprobs(process, s_apply, s_params, rep(x_t), rep(tt), lam, rep(cond))
     logp = logp.reshape(batch, num_lambda, *logp.shape[1:])  # [B, N, D, K]
     points = x0[:, None, :]
     values = {
@@ -81,8 +82,8 @@ def one_step_denoise(key, process, apply, params, x0, t: float, mixture: bool, c
     k_xt, k_lam, k_x0 = jax.random.split(key, 3)
     tt = jnp.full((batch,), t, jnp.float32)
     x_t = process.sample_xt(k_xt, x0, tt)
-    lam = jax.random.uniform(k_lam, (batch,)) if mixture else None
-    return process.denoise(k_x0, x_t, process.x0_logprobs(apply(params, x_t, tt, lam, cond), x_t))
+    lam = draw_lam(k_lam, batch, mixture)
+    return process.denoise(k_x0, x_t, x0_logprobs(process, apply, params, x_t, tt, lam, cond))
 
 
 def denoise_rows(setup, nets: dict, times: list[float], num: int, chunk: int = 8192) -> tuple[list[dict], int]:
@@ -101,9 +102,8 @@ def denoise_rows(setup, nets: dict, times: list[float], num: int, chunk: int = 8
     step = jax.jit(one_step_denoise, static_argnums=(1, 2, 6))
     rows = []
     for i, t in enumerate(times):
-        row = {"t": t}
+        row, key = {"t": t}, jax.random.fold_in(jax.random.key(2), i)  # same x_t for every network at this t
         for name, (apply, params, mixture) in nets.items():
-            key = jax.random.fold_in(jax.random.key(2), i)
             out = [step(jax.random.fold_in(key, j), setup.process, apply, params, x0[j:j + chunk], t, mixture)
                    for j in range(0, x0.shape[0], chunk)]
             scores = scorer(np.asarray(jnp.concatenate(out)))
