@@ -1,7 +1,8 @@
 """Evaluation metrics: exact small-space laws (TV/KL), learned-feature image metrics (FID/KID/IS, classifier
-confidence), text diversity (entropy, self-BLEU), evaluator-LM generative perplexity and exact HMM likelihoods."""
+confidence), text diversity (entropy, self-BLEU), evaluator-LM generative perplexity and exact HMM likelihoods, and per-noise-level student-vs-teacher diagnostics."""
 from di4c_jax.eval.classifier import (ClassifierConfig, accuracy, classify, confidence, init_classifier,
                                       load_classifier, save_classifier, train_classifier)
+from di4c_jax.eval.diagnostics import DIAGNOSTICS, diagnose_point, one_step_denoise
 from di4c_jax.eval.exact import (all_states, empirical_law, kl_divergence, mc_noise_floor, state_index,
                                  tv_distance)
 from di4c_jax.eval.fid import feature_stats, fid, frechet_distance, inception_score, kid
@@ -15,6 +16,7 @@ from di4c_jax.eval.text import mean_unigram_entropy, self_bleu, sentence_bleu, u
 __all__ = [
     "ClassifierConfig", "accuracy", "classify", "confidence", "init_classifier", "load_classifier",
     "save_classifier", "train_classifier",
+    "DIAGNOSTICS", "diagnose_point", "one_step_denoise",
     "all_states", "empirical_law", "kl_divergence", "mc_noise_floor", "state_index", "tv_distance",
     "feature_stats", "fid", "frechet_distance", "inception_score", "kid",
     "hmm_entropy_rate", "hmm_log_likelihood", "hmm_prefix_log_likelihood", "hmm_window_law", "random_hmm",

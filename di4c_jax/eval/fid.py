@@ -1,7 +1,8 @@
 """Distances between feature sets (FID, KID) and the Inception-score form on class probabilities.
 
 Features are float[n, F] rows from any embedding (here: the penultimate layer of `eval.classifier`); the numbers
-are comparable only within one embedding. Host-side numpy in float64, as in the reference (reference-masked.md B7).
+are comparable only within one embedding. Host-side numpy in float64, as in the reference
+(sony/di4c:maskgit-pytorch/Metrics/inception_metrics.py).
 """
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """A tiny causal transformer as the evaluator LM for generative perplexity (a stand-in for GPT-2-large).
 
-Generative perplexity follows SDTT/Di4C (papers.md D.2, reference-masked.md A8): score the generated ids as they
+Generative perplexity follows SDTT/Di4C (sony/di4c:sdtt/src/sdtt/run_eval.py): score the generated ids as they
 are (no retokenisation, no BOS), per-sample mean NLL of positions start..L-1 (start = 1 unconditional, = prefix
 length conditional), PPL = exp(mean over samples). Only numbers from one evaluator are comparable.
 """

@@ -1,9 +1,9 @@
 """Diversity metrics on token sequences: per-sequence unigram entropy and self-BLEU.
 
-Entropy follows DUO (`metrics.py::record_entropy`, papers.md D.3): token-id frequencies within one sequence,
+Entropy follows DUO (s-sahoo/duo:metrics.py, `record_entropy`): token-id frequencies within one sequence,
 H = -sum p log p in nats, mean over sequences. Di4C's own entropy code is not public; this is the assumed one.
 BLEU reimplements nltk's `sentence_bleu` (uniform 4-gram weights, `SmoothingFunction().method1`, epsilon 0.1)
-on token ids, reported on the x100 scale as in SDTT/Di4C (papers.md D.4).
+on token ids, reported on the x100 scale as in SDTT/Di4C (sony/di4c:sdtt/src/sdtt/core/distill/multi_round_sdtt.py).
 """
 from __future__ import annotations
 

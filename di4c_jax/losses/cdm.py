@@ -1,6 +1,6 @@
 """Exact conditional distribution matching (CDM), after Gao & Sun (arXiv 2512.12889).
 
-Only the paper's abstract is known (papers.md B): the teacher's reverse conditional p_{0|t}(x0 | x_t) has a Markov
+Only the paper's abstract (Gao & Sun 2025) was available to us: the teacher's reverse conditional p_{0|t}(x0 | x_t) has a Markov
 decomposition through intermediate times, and the student is matched to that conditional itself, for one-step and
 few-step samplers. Everything below is OUR derivation from that principle, for x0-predicting teachers (the paper
 recovers its kernels from marginal density ratios; here every one-step teacher kernel is the closed-form
@@ -39,13 +39,16 @@ for a product teacher (the first step at x_hi is shared by the M chains), M n fo
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 
+from di4c_jax.denoiser import Denoiser, draw_lam
 from di4c_jax.losses.mixture import mixture_log_likelihood, mixture_log_marginal
 from di4c_jax.losses.inputs import checked_batch
 from di4c_jax.processes.base import sample_categorical
+from di4c_jax.processes.protocol import Process
 
 sg = jax.lax.stop_gradient
 CDM_MODES = ("one_step", "few_step")
@@ -57,8 +60,9 @@ class CDMConfig:
 
     mode: 'one_step' (t ~ U[min_time, 1] -> 0) or 'few_step' (a random interval of the k-step coarse grid).
     num_teacher_steps: n, teacher steps per matched interval.  num_samples: M, teacher chains per item.
-    num_student_steps: k (few_step).  num_lambda: N (student_mixture).  teacher_is_mixture: fresh teacher lam per
-    row per step.  control_variate: see the module docstring.  student_dropout: pass `rngs` to the student.
+    num_student_steps: k (few_step).  num_lambda: N (student lambdas; a product student uses N = 1).
+    control_variate: see the module docstring.  student_dropout: pass `rngs` to the student.
+    A mixture teacher draws a fresh lam per row per step.
     """
 
     mode: str = "one_step"
@@ -66,8 +70,6 @@ class CDMConfig:
     num_samples: int = 4
     num_student_steps: int = 4
     num_lambda: int = 16
-    student_mixture: bool = False
-    teacher_is_mixture: bool = False
     control_variate: bool = True
     student_dropout: bool = True
     min_time: float = 1e-3
@@ -82,13 +84,19 @@ class CDMConfig:
             raise ValueError(f"min_time must lie in (0, 1), got {self.min_time}")
 
 
-def teacher_chain(key, teacher_apply, teacher_params, process, x_hi, t_hi, t_lo, num_steps: int, num_samples: int,
-                  teacher_is_mixture: bool = False, cond=None):
-    """M independent n-step teacher chains from x_hi int[B, D] at t_hi float[B] down to t_lo float[B].
+def teacher_chain(key: jax.Array, *, teacher: Denoiser, teacher_params: Any, process: Process, x_hi, t_hi, t_lo,
+                  num_steps: int, num_samples: int, cond=None):
+    """M independent n-step teacher chains from x_hi down to t_lo.
 
-    Returns (x_lo int32[B, M, D], last_kernel float32[B, M, D, K]): the chain ends and, per chain, the log-probs of
-    the last step's product kernel (at x_{s_{n-1}}), both stop-gradient. Step i draws from
-    `process.reverse_step_logprobs(x, teacher log p(x0 | x, s_i), s_i, s_{i+1})` on s_i = t_hi + (t_lo - t_hi) i/n.
+    Args:
+      key: PRNG key.  teacher, teacher_params: the teacher (a mixture draws a fresh lam per row per step).
+      process: the forward process.  x_hi: int[B, D] at t_hi float[B]; t_lo: float[B] (< t_hi).
+      num_steps: n teacher steps on s_i = t_hi + (t_lo - t_hi) i/n.  num_samples: M chains.  cond: None or int[B].
+
+    Returns:
+      (x_lo int32[B, M, D], last_kernel float32[B, M, D, K]): the chain ends and, per chain, the log-probs of the
+      last step's product kernel (at x_{s_{n-1}}), both stop-gradient. Step i draws from
+      `process.reverse_step_logprobs(x, teacher log p(x0 | x, s_i), s_i, s_{i+1})`.
     """
     batch, m = x_hi.shape[0], num_samples
     teacher_params = sg(teacher_params)
@@ -100,13 +108,13 @@ def teacher_chain(key, teacher_apply, teacher_params, process, x_hi, t_hi, t_lo,
 
     def kernel(x, i, lo, hi, c, lam):
         s_from, s_to = time(i, lo, hi), time(i + 1, lo, hi)
-        logp = process.x0_logprobs(teacher_apply(teacher_params, x, s_from, lam, c), x)
+        logp = teacher.logprobs(process, teacher_params, x, s_from, lam, c)
         return process.reverse_step_logprobs(x, logp, s_from, s_to)
 
     k_first, k_lam, k_rest = jax.random.split(key, 3)
     x_rep = jnp.repeat(x_hi, m, axis=0)
-    if teacher_is_mixture:
-        first = kernel(x_rep, 0, t_lo_r, t_hi_r, cond_r, jax.random.uniform(k_lam, (batch * m,)))
+    if teacher.mixture:
+        first = kernel(x_rep, 0, t_lo_r, t_hi_r, cond_r, draw_lam(k_lam, batch * m))
     else:  # all M chains start with the same kernel at x_hi: one evaluation per item
         first = jnp.repeat(kernel(x_hi, 0, t_lo, t_hi, cond, None), m, axis=0)
     x = sample_categorical(k_first, first)
@@ -115,8 +123,7 @@ def teacher_chain(key, teacher_apply, teacher_params, process, x_hi, t_hi, t_lo,
         x, _ = carry
         i, k = inputs
         k_lam_i, k_step = jax.random.split(k)
-        lam = jax.random.uniform(k_lam_i, (batch * m,)) if teacher_is_mixture else None
-        logp_step = kernel(x, i, t_lo_r, t_hi_r, cond_r, lam)
+        logp_step = kernel(x, i, t_lo_r, t_hi_r, cond_r, teacher.draw_lam(k_lam_i, batch * m))
         return (sample_categorical(k_step, logp_step), logp_step), None
 
     steps = (jnp.arange(1, num_steps), jax.random.split(k_rest, num_steps - 1))
@@ -124,27 +131,33 @@ def teacher_chain(key, teacher_apply, teacher_params, process, x_hi, t_hi, t_lo,
     return sg(x.reshape(batch, m, -1)), sg(last.reshape(batch, m, *last.shape[1:]))
 
 
-def student_kernel_logprobs(student_apply, student_params, process, x_hi, t_hi, t_lo, lam, cond, rngs=None):
+def student_kernel_logprobs(key: jax.Array, *, student: Denoiser, student_params: Any, process: Process, x_hi, t_hi, t_lo,
+                            num_lambda: int, cond=None, rngs=None):
     """Per-component student kernel log p^theta_n(x_lo^d | x_hi) [B, N, D, K] (gradient flows).
 
-    lam: float[B, N] (mixture) or None (product, N = 1). One student evaluation per (item, component).
+    N = num_lambda fresh lambdas per item for a mixture student, N = 1 for a product student; one student
+    evaluation per (item, component). x_hi int[B, D], t_hi / t_lo float[B].
     """
-    batch = x_hi.shape[0]
-    n = 1 if lam is None else lam.shape[1]
-    rep = [None if a is None else jnp.repeat(a, n, axis=0) for a in (x_hi, t_hi, t_lo, cond)]
-    x_rep, t_hi_r, t_lo_r, cond_r = rep
-    lam_flat = None if lam is None else lam.reshape(-1)
-    logp_x0 = process.x0_logprobs(student_apply(student_params, x_rep, t_hi_r, lam_flat, cond_r, rngs=rngs), x_rep)
-    kernel = process.reverse_step_logprobs(x_rep, logp_x0, t_hi_r, t_lo_r)
-    return kernel.reshape(batch, n, *kernel.shape[1:])
+    n = num_lambda if student.mixture else 1
+    t_lo_r = jnp.repeat(t_lo, n, axis=0)
+    x_rep = jnp.repeat(x_hi, n, axis=0)
+    logp_x0 = student.component_logprobs(key, process, student_params, x_hi, t_hi, num=n, cond=cond, rngs=rngs)
+    logp_x0 = logp_x0.reshape(-1, *logp_x0.shape[2:])
+    kernel = process.reverse_step_logprobs(x_rep, logp_x0, jnp.repeat(t_hi, n, axis=0), t_lo_r)
+    return kernel.reshape(x_hi.shape[0], n, *kernel.shape[1:])
 
 
-def cdm_objective(student_kernel, x_lo, teacher_last_kernel, control_variate: bool = True):
-    """Per-item CDM estimator float32[B] (module docstring) from the student kernel [B, N, D, K] (gradient),
-    teacher chain ends x_lo int[B, M, D] and the teacher's last-step kernels [B, M, D, K] (stop-gradient).
+def cdm_objective(*, student_kernel, x_lo, teacher_last_kernel, control_variate: bool = True):
+    """Per-item CDM estimator (module docstring).
 
-    Returns (per_item, nll) where nll = -(1/M) sum_m log pbar_N(x_lo^(m)) is the plain MC cross-entropy (equal to
-    per_item in expectation over the chains).
+    Args:
+      student_kernel: [B, N, D, K] (gradient).  x_lo: int[B, M, D] teacher chain ends.
+      teacher_last_kernel: [B, M, D, K] the teacher's last-step kernels (stop-gradient).
+      control_variate: see the module docstring.
+
+    Returns:
+      (per_item float32[B], nll float32[B]) where nll = -(1/M) sum_m log pbar_N(x_lo^(m)) is the plain MC
+      cross-entropy (equal to per_item in expectation over the chains).
     """
     if student_kernel.ndim != 4 or teacher_last_kernel.shape[:3] != x_lo.shape:
         raise ValueError(f"need student_kernel [B, N, D, K], x_lo [B, M, D] and teacher_last_kernel [B, M, D, K]; "
@@ -158,17 +171,28 @@ def cdm_objective(student_kernel, x_lo, teacher_last_kernel, control_variate: bo
     return residual + cross_entropy, nll
 
 
-def cdm_conditional_loss(key, student_apply, student_params, teacher_apply, teacher_params, process, x_hi, t_hi,
-                         t_lo, config: CDMConfig, cond=None):
-    """CDM estimator at given x_hi int[B, D], t_hi float[B], t_lo float[B] (t_lo < t_hi): (per_item [B], aux)."""
-    batch = x_hi.shape[0]
+def cdm_conditional_loss(key: jax.Array, *, student: Denoiser, student_params: Any, teacher: Denoiser,
+                         teacher_params: Any, process: Process, x_hi, t_hi, t_lo, config: CDMConfig, cond=None):
+    """CDM estimator at a given state x_hi.
+
+    Args:
+      key: PRNG key.  student, student_params / teacher, teacher_params: Denoisers and params.
+      process: the forward process.  x_hi: int[B, D] at t_hi float[B]; t_lo: float[B] (t_lo < t_hi).
+      config: `CDMConfig`.  cond: None or int32[B].
+
+    Returns:
+      (per_item float32[B], aux {'nll': float32[B]}).
+    """
     k_chain, k_lam, k_drop = jax.random.split(key, 3)
-    x_lo, last = teacher_chain(k_chain, teacher_apply, teacher_params, process, x_hi, t_hi, t_lo,
-                               config.num_teacher_steps, config.num_samples, config.teacher_is_mixture, cond)
-    lam = jax.random.uniform(k_lam, (batch, config.num_lambda)) if config.student_mixture else None
+    x_lo, last = teacher_chain(k_chain, teacher=teacher, teacher_params=teacher_params, process=process, x_hi=x_hi,
+                               t_hi=t_hi, t_lo=t_lo, num_steps=config.num_teacher_steps,
+                               num_samples=config.num_samples, cond=cond)
     rngs = k_drop if config.student_dropout else None
-    kernel = student_kernel_logprobs(student_apply, student_params, process, x_hi, t_hi, t_lo, lam, cond, rngs)
-    per_item, nll = cdm_objective(kernel, x_lo, last, config.control_variate)
+    kernel = student_kernel_logprobs(k_lam, student=student, student_params=student_params, process=process,
+                                     x_hi=x_hi, t_hi=t_hi, t_lo=t_lo, num_lambda=config.num_lambda, cond=cond,
+                                     rngs=rngs)
+    per_item, nll = cdm_objective(student_kernel=kernel, x_lo=x_lo, teacher_last_kernel=last,
+                                  control_variate=config.control_variate)
     return per_item, dict(nll=nll)
 
 
@@ -182,20 +206,27 @@ def cdm_times(key, process, config: CDMConfig, batch: int):
     return grid[j], grid[j + 1]
 
 
-def cdm_loss(key, student_apply, student_params, teacher_apply, teacher_params, process, x0, config: CDMConfig,
-             cond=None):
-    """CDM loss on a data batch x0 int[B, D] (module docstring). Returns (scalar loss, aux dict of batch means).
+def cdm_loss(key: jax.Array, *, student: Denoiser, student_params: Any, teacher: Denoiser, teacher_params: Any,
+             process: Process, x0: jax.Array, config: CDMConfig, cond: jax.Array | None = None):
+    """CDM loss on a data batch (module docstring). Works for every process.
 
     Draws (t_hi, t_lo) by `cdm_times`, x_hi ~ q(. | x0) at t_hi, then `cdm_conditional_loss`; the loss is summed
-    over D (nats per item) and averaged over the batch. aux: loss, nll (plain MC cross-entropy), t_hi_mean.
-    Works for every process; `cond` is None or int32[B] labels.
+    over D (nats per item) and averaged over the batch.
+
+    Args:
+      key: PRNG key.  student, student_params / teacher, teacher_params: Denoisers and params.
+      process: the forward process.  x0: int[B, D].  config: `CDMConfig`.  cond: None or int32[B].
+
+    Returns:
+      (scalar loss, aux of batch means: loss, nll (plain MC cross-entropy), t_hi_mean).
     """
     x0 = checked_batch(process, x0, cond)
     batch = x0.shape[0]
     k_time, k_xt, k_rest = jax.random.split(key, 3)
     t_hi, t_lo = cdm_times(k_time, process, config, batch)
     x_hi = process.sample_xt(k_xt, x0, t_hi)
-    per_item, aux = cdm_conditional_loss(k_rest, student_apply, student_params, teacher_apply, teacher_params,
-                                         process, x_hi, t_hi, t_lo, config, cond)
+    per_item, aux = cdm_conditional_loss(k_rest, student=student, student_params=student_params, teacher=teacher,
+                                         teacher_params=teacher_params, process=process, x_hi=x_hi, t_hi=t_hi,
+                                         t_lo=t_lo, config=config, cond=cond)
     loss = jnp.mean(per_item)
     return loss, dict(loss=loss, nll=jnp.mean(aux["nll"]), t_hi_mean=jnp.mean(t_hi))

@@ -47,6 +47,6 @@ def kl_sum(logp: jax.Array, logq: jax.Array) -> jax.Array:
     return jnp.sum(jnp.exp(logp) * (logp - logq), axis=(-2, -1))
 
 
-def sample_components(key: jax.Array, logp: jax.Array) -> jax.Array:
+def sample_components(key: jax.Array, *, logp: jax.Array) -> jax.Array:
     """One joint draw per component: x[b, n, d] ~ p_n^d independently. [B, N, D, K] -> int32[B, N, D]."""
     return sample_categorical(key, logp)

@@ -1,19 +1,23 @@
 """SDTT: self-distillation through time (Deschenaux & Gulcehre 2025), masked processes only.
 
 The student's one-step x0-prediction at (x_t, t) is matched, token by token, to the teacher's x0-predictions along
-`num_teacher_steps` ancestral steps of size dt (reference-masked.md A5). The target of a token masked in x_t is
+`num_teacher_steps` ancestral steps of size dt (`_teacher_logprobs_on_mask` in
+sony/di4c:sdtt/src/sdtt/core/distill/multi_round_sdtt.py). The target of a token masked in x_t is
 the teacher's log p(x0) from the step at which that token got unmasked, or the last step's prediction if it is
 still masked after the last step. The target is per token (a product): SDTT has no joint target.
 """
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 
+from di4c_jax.denoiser import Denoiser
 from di4c_jax.losses.inputs import checked_batch
-from di4c_jax.processes.masked import Masked
+from di4c_jax.losses.times import stratified_times
+from di4c_jax.processes.protocol import Process, require
 
 sg = jax.lax.stop_gradient
 SDTT_MODES = ("kl-bwd", "kl-fwd", "tvd", "mse")
@@ -35,9 +39,9 @@ class SDTTConfig:
     tvd and mse are taken on probabilities here: the finite NEG_INF of impossible classes makes log-space
     differences there meaningless (two "impossible" log-probs differ by O(1) after normalisation).
     `min_time`: t ~ U[min_time, 1], antithetic (stratified) over the batch, as MDLM's `_sample_t`.
-    `student_mixture`: the student is a lambda-mixture; each row gets one lam ~ U[0, 1] and that component is
-    matched to the (per-token) target, which trains every component towards the same product target.
-    `teacher_is_mixture`: each teacher step draws a fresh lam per row (as the sampler does).
+    A mixture student gets one lam ~ U[0, 1] per row and that component is matched to the (per-token) target,
+    which trains every component towards the same product target; a mixture teacher draws a fresh lam per row at
+    each step (as the sampler does).
     `student_dropout`: pass a PRNG key as `rngs` to the student (train mode).
     """
 
@@ -45,8 +49,6 @@ class SDTTConfig:
     mode: str = "kl-bwd"
     num_teacher_steps: int = 2
     min_time: float = 1e-5
-    student_mixture: bool = False
-    teacher_is_mixture: bool = False
     student_dropout: bool = True
 
     def __post_init__(self):
@@ -82,20 +84,16 @@ def token_divergence(logp_student: jax.Array, logp_target: jax.Array, mode: str)
     raise ValueError(f"unknown SDTT mode {mode!r}; choose one of {SDTT_MODES}")
 
 
-def antithetic_times(key: jax.Array, batch: int, min_time: float) -> jax.Array:
-    """float32[B]: stratified t_i = min_time + (1 - min_time) ((u_i + i) / B mod 1), u_i ~ U[0, 1)."""
-    u = (jax.random.uniform(key, (batch,)) + jnp.arange(batch)) / batch
-    return min_time + (1.0 - min_time) * jnp.mod(u, 1.0)
-
-
-def sdtt_teacher_targets(key, teacher_apply, teacher_params, process: Masked, x_t, t, dt: float,
-                         num_steps: int = 2, teacher_is_mixture: bool = False, cond=None):
+def sdtt_teacher_targets(key: jax.Array, *, teacher: Denoiser, teacher_params: Any, process: Process, x_t, t, dt: float,
+                         num_steps: int = 2, cond=None):
     """Teacher target log-probs [B, D, K] (stop-gradient) from `num_steps` ancestral steps of size dt.
 
     Step k (k = 0..num_steps-1) goes from max(t - k dt, 0) to max(t - (k+1) dt, 0): evenly spaced, unlike the
-    reference, whose step start times are [t, (1 - t)(t - 2 dt)] (reference-masked.md A5, C.19). Per token: the
+    reference, whose step start times are [t, (1 - t)(t - 2 dt)] (`_teacher_logprobs_on_mask` in
+    sony/di4c:sdtt/src/sdtt/core/distill/multi_round_sdtt.py, inherited from jdeschena/sdtt). Per token: the
     teacher's log p(x0) at the step where the token got unmasked, else the last step's. Tokens unmasked in x_t
     get the teacher's (SUBS) copy distribution; callers ignore them. Cost: num_steps teacher evaluations.
+    x_t int32[B, D], t float32[B].
     """
     batch = x_t.shape[0]
     teacher_params = sg(teacher_params)
@@ -104,38 +102,42 @@ def sdtt_teacher_targets(key, teacher_apply, teacher_params, process: Masked, x_
         k_lam, k_step = jax.random.split(key_k)
         t_from = jnp.maximum(t - k * dt, 0.0)
         t_to = jnp.maximum(t - (k + 1) * dt, 0.0)
-        lam = jax.random.uniform(k_lam, (batch,)) if teacher_is_mixture else None
-        logp = process.x0_logprobs(teacher_apply(teacher_params, x, t_from, lam, cond), x)
+        logp = teacher.logprobs(process, teacher_params, x, t_from, teacher.draw_lam(k_lam, batch), cond)
         target = logp if target is None else jnp.where(decided[..., None], target, logp)
         x = process.reverse_step(k_step, x, logp, t_from, t_to)
         decided = decided | (x != process.mask_id)
     return sg(target)
 
 
-def sdtt_loss(key, student_apply, student_params, teacher_apply, teacher_params, process, x0,
-              config: SDTTConfig, cond=None):
-    """SDTT loss on a data batch x0 int[B, D]. Returns (scalar loss, aux dict).
+def sdtt_loss(key: jax.Array, *, student: Denoiser, student_params: Any, teacher: Denoiser, teacher_params: Any,
+              process: Process, x0: jax.Array, config: SDTTConfig, cond: jax.Array | None = None):
+    """SDTT loss on a data batch (absorbing processes only: "the step at which a token got unmasked" has no
+    meaning elsewhere).
 
-    Draws antithetic t ~ U[min_time, 1] per row and x_t ~ q(. | x0); the loss is the mean, over all tokens of the
+    Draws stratified t ~ U[min_time, 1] per row and x_t ~ q(. | x0); the loss is the mean, over all tokens of the
     batch that are masked in x_t, of the per-token divergence between the student's x0 log-probs at (x_t, t)
     and `sdtt_teacher_targets` (tokens unmasked in x_t do not count). Only `student_params` get gradient.
-    Masked processes only: the "step at which a token got unmasked" has no meaning for Uniform/DiscreteGaussian.
     Cost per example: num_teacher_steps teacher evaluations + 1 student evaluation (with gradient).
-    aux: loss, num_masked (masked tokens in the batch), t_mean.
+
+    Args:
+      key: PRNG key.  student, student_params / teacher, teacher_params: Denoisers (product or mixture) and params.
+      process: an absorbing process.  x0: int[B, D].  config: `SDTTConfig`.  cond: None or int32[B].
+
+    Returns:
+      (scalar loss, aux) with aux: loss, num_masked (masked tokens in the batch), t_mean.
     """
-    if not isinstance(process, Masked):
-        raise TypeError(f"SDTT is defined for Masked processes only, got {type(process).__name__}")
+    require(process, "absorbing", "SDTT")
     x0 = checked_batch(process, x0, cond)
     batch = x0.shape[0]
     k_t, k_xt, k_teacher, k_lam, k_drop = jax.random.split(key, 5)
 
-    t = antithetic_times(k_t, batch, config.min_time)
+    t = stratified_times(k_t, batch, config.min_time)
     x_t = process.sample_xt(k_xt, x0, t)
-    target = sdtt_teacher_targets(k_teacher, teacher_apply, teacher_params, process, x_t, t, config.dt,
-                                  config.num_teacher_steps, config.teacher_is_mixture, cond)
-    lam = jax.random.uniform(k_lam, (batch,)) if config.student_mixture else None
+    target = sdtt_teacher_targets(k_teacher, teacher=teacher, teacher_params=teacher_params, process=process,
+                                  x_t=x_t, t=t, dt=config.dt, num_steps=config.num_teacher_steps, cond=cond)
     rngs = k_drop if config.student_dropout else None
-    logp_student = process.x0_logprobs(student_apply(student_params, x_t, t, lam, cond, rngs=rngs), x_t)
+    logp_student = student.logprobs(process, student_params, x_t, t, student.draw_lam(k_lam, batch), cond,
+                                    rngs=rngs)
 
     masked = x_t == process.mask_id
     num_masked = jnp.sum(masked.astype(jnp.float32))

@@ -4,7 +4,7 @@
 Notation, per dimension (the process factorises): q[x0, x] = q_{t|0}(x|x0) (`process.transition(t)`),
 R[x, y] = forward rate x -> y (`process.rate(t)`), z(x) = -R[x, x], Z(x) = sum_d z(x^d).
 
-Reverse rate of the x0-parameterised model (paper eq. 9; also tau-leaping, reference-tauldr.md 2.5): for a state x
+Reverse rate of the x0-parameterised model (paper eq. 9; `di4c_jax.processes.rates`, shared with tau-leaping): for a state x
 and a new value y != x^d in dimension d,
     Rhat_d(x -> y) = R[y, x^d] * r_d(x, y),   r_d(x, y) = sum_a p(x0^d = a | x) q[a, y] / q[a, x^d].
 
@@ -27,39 +27,22 @@ q[., x] denominator and inside log r. Memory: [B, D, K] per tensor, no [B, D, K,
 """
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 
-from di4c_jax.losses.teacher_masked import sample_train_times, token_nll
+from di4c_jax.denoiser import Denoiser
+from di4c_jax.losses.times import sample_train_times, token_nll
 from di4c_jax.processes.base import check_tokens, safe_log, sample_categorical
-
-
-def _rows(mat: jax.Array, idx: jax.Array) -> jax.Array:
-    """mat[b, idx[b, d], :] for mat [B, K, K] and idx int[B, D] -> [B, D, K]."""
-    return jnp.take_along_axis(mat, idx[:, :, None].astype(jnp.int32), axis=1)
+from di4c_jax.processes.protocol import Process, require
+from di4c_jax.processes.rates import log_posterior_ratio, reverse_rates
+from di4c_jax.processes.rates import rows as _rows
 
 
 def _exit_rates(rate: jax.Array) -> jax.Array:
     """z(x) = -R[x, x] as [B, K]."""
     return -jnp.diagonal(rate, axis1=1, axis2=2)
-
-
-def log_posterior_ratio(logp_x0: jax.Array, x: jax.Array, qt0: jax.Array, ratio_eps: float = 1e-9) -> jax.Array:
-    """log r_d(x, y) = log sum_a p(a|x)_d q[a, y] / (q[a, x^d] + eps) as [B, D, K] (max-shifted, O(B D K^2) time,
-    [B, D, K] memory). logp_x0: [B, D, K], x: int[B, D], qt0: [B, K, K] = q_{t|0}[x0, x]."""
-    log_w = logp_x0 - jnp.log(_rows(jnp.swapaxes(qt0, 1, 2), x) + ratio_eps)
-    shift = jax.lax.stop_gradient(jnp.max(log_w, axis=-1, keepdims=True))
-    return shift + safe_log(jnp.einsum("bda,bay->bdy", jnp.exp(log_w - shift), qt0))
-
-
-def reverse_rates(process, logp_x0: jax.Array, x: jax.Array, t: jax.Array, ratio_eps: float = 1e-9) -> jax.Array:
-    """Model reverse rates Rhat_d(x -> y) as float32[B, D, K], zero at y = x^d (the tau-leaping rates).
-    logp_x0: [B, D, K] normalised log p(x0|x), x: int[B, D], t: [B]."""
-    rate_in = _rows(jnp.swapaxes(process.rate(t), 1, 2), x)  # R[y, x^d]
-    rates = rate_in * jnp.exp(log_posterior_ratio(logp_x0, x, process.transition(t), ratio_eps))
-    return jnp.where(jax.nn.one_hot(x, process.num_states, dtype=bool), 0.0, rates)
 
 
 def forward_jump(key: jax.Array, rate: jax.Array, x: jax.Array) -> jax.Array:
@@ -78,7 +61,7 @@ def ctmc_elbo_terms(process, logp_xt, logp_xtilde, x0, x_t, x_tilde, t, ratio_ep
     logp_xt / logp_xtilde: [B, D, K] normalised log p(x0|.) at x_t / x~; x0, x_t, x_tilde: int[B, D]; t: [B]."""
     qt0, rate = process.transition(t), process.rate(t)
     exit_rates = _exit_rates(rate)  # [B, K]
-    reg = jnp.sum(reverse_rates(process, logp_xt, x_t, t, ratio_eps), axis=(1, 2))
+    reg = jnp.sum(reverse_rates(process, x_t, logp_xt, t, ratio_eps), axis=(1, 2))
 
     not_tilde = ~jax.nn.one_hot(x_tilde, process.num_states, dtype=bool)
     q_from_x0 = _rows(qt0, x0)  # q[x0^d, s]
@@ -93,47 +76,47 @@ def ctmc_elbo_terms(process, logp_xt, logp_xtilde, x0, x_t, x_tilde, t, ratio_ep
     return {"reg": reg, "sig": sig, "neg_exit": neg_exit}
 
 
-def prior_logprobs(process) -> jax.Array:
-    """log p_ref as float32[K]: the stationary law of DiscreteGaussian, uniform otherwise."""
-    if hasattr(process, "stationary"):
-        return jnp.log(jnp.asarray(process.stationary, jnp.float32))
-    return jnp.full((process.num_states,), -jnp.log(process.num_states), jnp.float32)
-
-
 def prior_cross_entropy(process, x0: jax.Array) -> jax.Array:
     """E_{x_1 ~ q_{1|0}(.|x0)} [-log p_ref(x_1)] as float32[B] (the theta-free prior term of the NELBO)."""
     q1 = _rows(process.transition(jnp.ones((x0.shape[0],), jnp.float32)), x0)
-    return -jnp.sum(q1 * prior_logprobs(process), axis=(1, 2))
+    return -jnp.sum(q1 * process.prior_logprobs(), axis=(1, 2))
 
 
-def ctmc_elbo_at(key, apply: Callable, params: Any, process, x0, t, cond=None, *, ratio_eps: float = 1e-9,
+def ctmc_elbo_at(key, *, denoiser: Denoiser, params: Any, process: Process, x0, t, cond=None, ratio_eps: float = 1e-9,
                  dropout: bool = True):
     """Draw x_t ~ q_t(.|x0) and one forward jump x~, evaluate the denoiser at both, and return
-    (ctmc_elbo_terms dict, token_nll [B, D] = -log p(x0^d | x_t)). t: float32[B]."""
+    (ctmc_elbo_terms dict, token_nll [B, D] = -log p(x0^d | x_t)). x0 int[B, D], t float32[B]."""
     k_x, k_jump, k_drop_t, k_drop_j = jax.random.split(key, 4)
     x_t = process.sample_xt(k_x, x0, t)
     x_tilde = forward_jump(k_jump, process.rate(t), x_t)
-    logits_t = apply(params, x_t, t, None, cond, rngs=k_drop_t if dropout else None)
-    logits_j = apply(params, x_tilde, t, None, cond, rngs=k_drop_j if dropout else None)
-    logp_t, logp_j = process.x0_logprobs(logits_t, x_t), process.x0_logprobs(logits_j, x_tilde)
+    logp_t = denoiser.logprobs(process, params, x_t, t, None, cond, rngs=k_drop_t if dropout else None)
+    logp_j = denoiser.logprobs(process, params, x_tilde, t, None, cond, rngs=k_drop_j if dropout else None)
     terms = ctmc_elbo_terms(process, logp_t, logp_j, x0, x_t, x_tilde, t, ratio_eps)
     return terms, token_nll(logp_t, x0)
 
 
-def ctmc_elbo_loss(key, apply: Callable, params: Any, process, x0, cond=None, *, min_time: float = 0.01,
+def ctmc_elbo_loss(key, *, denoiser: Denoiser, params: Any, process: Process, x0, cond=None, min_time: float = 0.01,
                    ce_weight: float = 0.001, ratio_eps: float = 1e-9, antithetic: bool = True, dropout: bool = True):
     """tauLDR GenericAux: mean_B(reg + sig) + ce_weight * mean_{B,D}(-log p(x0^d | x_t)), t ~ U[min_time, 1].
 
-    x0: int[B, D]; the process needs `rate` (DiscreteGaussian, Uniform). Two denoiser passes (x_t and x~).
-    aux: 'reg', 'sig' (batch means), 'ce' (per-token x0 cross-entropy at x_t), 'nelbo' (the full bound with the
-    theta-free terms: (1 - min_time)(reg + sig - Z(x_t)) + prior term, per sequence, nats) and 'nelbo_per_token'.
+    Args:
+      key: PRNG key.
+      denoiser, params: the (product) denoiser being trained; two passes (x_t and x~).
+      process: a process with a generator (`has_generator`: DiscreteGaussian, Uniform).
+      x0: int[B, D].  cond: None or int[B].
+      min_time, ce_weight, ratio_eps: tauLDR's settings.  antithetic: stratified times.  dropout: train mode.
+
+    Returns:
+      (loss, aux) with aux 'reg', 'sig' (batch means), 'ce' (per-token x0 cross-entropy at x_t), 'nelbo' (the full
+      bound with the theta-free terms: (1 - min_time)(reg + sig - Z(x_t)) + prior term, per sequence, nats) and
+      'nelbo_per_token'.
     """
-    if not hasattr(process, "rate"):
-        raise TypeError(f"ctmc_elbo_loss needs a process with a generator `rate`, got {type(process).__name__}")
+    require(process, "has_generator", "ctmc_elbo_loss")
     check_tokens(x0, process.num_states, "x0")
     k_t, k_rest = jax.random.split(key)
     t = sample_train_times(k_t, x0.shape[0], min_time, antithetic)
-    terms, nll = ctmc_elbo_at(k_rest, apply, params, process, x0, t, cond, ratio_eps=ratio_eps, dropout=dropout)
+    terms, nll = ctmc_elbo_at(k_rest, denoiser=denoiser, params=params, process=process, x0=x0, t=t, cond=cond,
+                              ratio_eps=ratio_eps, dropout=dropout)
     ce = jnp.mean(nll)
     loss = jnp.mean(terms["reg"] + terms["sig"]) + ce_weight * ce
     integrand = jax.lax.stop_gradient(terms["reg"] + terms["sig"] + terms["neg_exit"])

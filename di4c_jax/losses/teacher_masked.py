@@ -11,29 +11,18 @@ plus a prior term KL(q_1 || all-mask) that is 0 when m(1) = 1 (the `linear`, `ar
 """
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 
+from di4c_jax.denoiser import Denoiser
+from di4c_jax.losses.times import sample_train_times, token_nll
 from di4c_jax.processes.base import check_tokens
-from di4c_jax.processes.masked import Masked
+from di4c_jax.processes.protocol import Process, require
 
 
-def sample_train_times(key: jax.Array, batch: int, t_min: float, antithetic: bool = True) -> jax.Array:
-    """float32[B] times on [t_min, 1]. Antithetic (stratified) draws u_b = (u_0 + b / B) mod 1 share one uniform u_0,
-    so every u_b is still U[0, 1) but the batch covers [0, 1) evenly; then t = t_min + (1 - t_min) u (the affine map
-    MDLM uses, which keeps t uniform on [t_min, 1] instead of piling mass on t_min as a clip would)."""
-    if not 0.0 <= t_min < 1.0:
-        raise ValueError(f"t_min must lie in [0, 1), got {t_min}")
-    if antithetic:
-        u = jnp.mod(jax.random.uniform(key, ()) + jnp.arange(batch, dtype=jnp.float32) / batch, 1.0)
-    else:
-        u = jax.random.uniform(key, (batch,))
-    return (t_min + (1.0 - t_min) * u).astype(jnp.float32)
-
-
-def mdlm_weight(process: Masked, t: jax.Array) -> jax.Array:
+def mdlm_weight(process, t: jax.Array) -> jax.Array:
     """m'(t) / m(t) as float32[B] (the ELBO weight of each masked token's cross-entropy). Where m(t) rounds to 0
     nothing is masked and the weight is set to 0 (m'(0) may be infinite, e.g. arccos), so weight * 0 stays 0."""
     t = jnp.asarray(t, jnp.float32)
@@ -41,12 +30,7 @@ def mdlm_weight(process: Masked, t: jax.Array) -> jax.Array:
     return jnp.where(m > 0, dm / jnp.where(m > 0, m, 1.0), 0.0)
 
 
-def token_nll(logp_x0: jax.Array, x0: jax.Array) -> jax.Array:
-    """-log p(x0^d | x_t) as float32[B, D] from normalised log-probs [B, D, K] and x0 int[B, D]."""
-    return -jnp.take_along_axis(logp_x0, x0[..., None].astype(jnp.int32), axis=-1)[..., 0]
-
-
-def mdlm_nelbo_terms(process: Masked, logp_x0: jax.Array, x0: jax.Array, x_t: jax.Array, t: jax.Array):
+def mdlm_nelbo_terms(process, logp_x0: jax.Array, x0: jax.Array, x_t: jax.Array, t: jax.Array):
     """Per-row pieces of the MDLM NELBO integrand at (x_t, t).
 
     logp_x0: [B, D, K] normalised (from `process.x0_logprobs`), x0/x_t: int[B, D], t: [B].
@@ -57,16 +41,22 @@ def mdlm_nelbo_terms(process: Masked, logp_x0: jax.Array, x0: jax.Array, x_t: ja
     return mdlm_weight(process, t) * masked_nll, masked_nll, jnp.sum(masked, axis=-1)
 
 
-def mdlm_loss(key: jax.Array, apply: Callable, params: Any, process: Masked, x0: jax.Array, cond=None, *,
+def mdlm_loss(key: jax.Array, *, denoiser: Denoiser, params: Any, process: Process, x0: jax.Array, cond=None,
               t_eps: float = 1e-3, antithetic: bool = True, dropout: bool = True):
     """Monte-Carlo MDLM NELBO: one (t, x_t) per row, t on [t_eps, 1]; sum over D, mean over B.
 
-    x0: int[B, D] in {0..vocab_size-1}; cond: None or int[B]. `dropout` passes a PRNG key as the denoiser's `rngs`.
-    Returns (loss scalar, aux) with aux = {'nelbo': mean NELBO per sequence (nats), 'nelbo_per_token': the same / D,
-    'masked_ce': mean -log p(x0|x_t) over the masked tokens of the batch}.
+    Args:
+      key: PRNG key.
+      denoiser, params: the (product) denoiser being trained.
+      process: an absorbing process.
+      x0: int[B, D] in {0..vocab_size-1}.  cond: None or int[B].
+      t_eps: smallest training time.  antithetic: stratified times.  dropout: pass a PRNG key as `rngs`.
+
+    Returns:
+      (loss scalar, aux) with aux = {'nelbo': mean NELBO per sequence (nats), 'nelbo_per_token': the same / D,
+      'masked_ce': mean -log p(x0|x_t) over the masked tokens of the batch}.
     """
-    if not isinstance(process, Masked):
-        raise TypeError(f"mdlm_loss needs a Masked process, got {type(process).__name__}")
+    require(process, "absorbing", "mdlm_loss")
     check_tokens(x0, process.vocab_size, "x0")
     if not 0.0 < t_eps < 1.0:
         raise ValueError(f"t_eps must lie in (0, 1): the weight m'(t)/m(t) diverges at t = 0; got {t_eps}")
@@ -74,8 +64,8 @@ def mdlm_loss(key: jax.Array, apply: Callable, params: Any, process: Masked, x0:
     batch, dims = x0.shape
     t = sample_train_times(k_t, batch, t_eps, antithetic)
     x_t = process.sample_xt(k_x, x0, t)
-    logits = apply(params, x_t, t, None, cond, rngs=k_drop if dropout else None)
-    nelbo, masked_nll, num_masked = mdlm_nelbo_terms(process, process.x0_logprobs(logits, x_t), x0, x_t, t)
+    logp = denoiser.logprobs(process, params, x_t, t, None, cond, rngs=k_drop if dropout else None)
+    nelbo, masked_nll, num_masked = mdlm_nelbo_terms(process, logp, x0, x_t, t)
     loss = jnp.mean(nelbo)
     aux = {"nelbo": loss, "nelbo_per_token": loss / dims,
            "masked_ce": jnp.sum(masked_nll) / jnp.maximum(jnp.sum(num_masked), 1.0)}

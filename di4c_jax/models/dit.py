@@ -1,5 +1,5 @@
-"""DiT-style bidirectional transformer denoiser (MDLM/sdtt `DIT`, reference-masked.md A3; class conditioning for the
-MaskGIT-size configuration, B2-B3).
+"""DiT-style bidirectional transformer denoiser (MDLM/sdtt `DIT`, sony/di4c:sdtt/src/sdtt/models/dit_orig.py; class
+conditioning for the MaskGIT-size configuration, as in sony/di4c:maskgit-pytorch/Network/transformer.py).
 
 Token embedding, rotary positions (GPT-NeoX rotate-half, base 1e4), adaLN-zero conditioning on
 `c = silu(time_mlp(sinusoid(1000 t))) [+ class_embed(cond)] [+ lam_embed(lam)]`, pre-LayerNorm blocks without
@@ -23,6 +23,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from di4c_jax.models.kinds import MODEL_KINDS
 from di4c_jax.models.lam import CheckedEmbed, LambdaProjection, time_features
 
 LAM_STYLES = (None, "token", "embed")
@@ -124,6 +125,7 @@ class DiTBlock(nnx.Module):
         return x, z
 
 
+@MODEL_KINDS.register("dit")
 class DiTDenoiser(nnx.Module):
     """(x_t int32[B, D], t f32[B], lam f32[B] | None, cond int32[B] | None) -> logits float32[B, D, K]."""
 
@@ -135,7 +137,7 @@ class DiTDenoiser(nnx.Module):
         if lam_style not in LAM_STYLES:
             raise ValueError(f"lam_style must be one of {LAM_STYLES}, got {lam_style!r}")
         self.num_states, self.num_positions, self.num_classes = num_states, num_positions, num_classes
-        self.uses_lam, self.lam_style = lam_style is not None, lam_style
+        self.mixture, self.lam_style = lam_style is not None, lam_style
         self.time_conditioning, self.time_freq_dim = time_conditioning, time_freq_dim
         self.head_dim, self.rotary_base, self.dtype = hidden // num_heads, rotary_base, compute_dtype
         self.tok_embed = CheckedEmbed(num_states, hidden, dtype=compute_dtype, rngs=rngs)

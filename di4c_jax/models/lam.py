@@ -1,6 +1,7 @@
 """Shared conditioning pieces: sinusoidal time/lambda features, the lambda projection MLP, checked embeddings.
 
-The sinusoid is the reference `transformer_timestep_embedding` (reference-masked.md D.1, reference-tauldr.md 2.2):
+The sinusoid is the reference `transformer_timestep_embedding` (sony/di4c:sdtt/src/sdtt/models/dit_orig.py,
+andrew-cr/tauLDR:lib/networks/network_utils.py):
 `[sin(x f_j)]_j ++ [cos(x f_j)]_j`, sin first, `f_j = exp(-j ln(1e4) / (half - 1))`, applied to `1000 * t` or
 `1000 * lam`.
 """

@@ -3,7 +3,7 @@
 Each position's token embedding plus a learned position embedding is flattened, concatenated with the time
 sinusoid and passed through `num_layers` hidden layers; the last layer emits per-position logits. lambda enters the
 first hidden layer additively through a Dense on its sinusoid features that is zero-initialised when
-`lam_zero_init` (findings.md), so a fresh student equals its teacher exactly.
+`lam_zero_init` (like `dense1` of the tauLDR Di4C student), so a fresh student equals its teacher exactly.
 """
 from __future__ import annotations
 
@@ -11,25 +11,29 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from di4c_jax.models.kinds import MODEL_KINDS
 from di4c_jax.models.lam import CheckedEmbed, lambda_features, time_features
 
 
+@MODEL_KINDS.register("mlp")
 class MLPDenoiser(nnx.Module):
     """(x_t int32[B, D], t f32[B], lam f32[B] | None, cond int32[B] | None) -> logits float32[B, D, K]."""
 
     def __init__(self, *, num_states: int, num_positions: int, embed_dim: int = 16, hidden: int = 128,
-                 num_layers: int = 2, time_dim: int = 32, use_lam: bool = False, lam_dim: int = 32,
+                 num_layers: int = 2, time_dim: int = 32, lam_style: str | None = None, lam_dim: int = 32,
                  lam_zero_init: bool = True, num_classes: int = 0, dropout: float = 0.0, compute_dtype=None,
                  rngs: nnx.Rngs):
         if num_layers < 1:
             raise ValueError(f"num_layers must be >= 1, got {num_layers}")
+        if lam_style not in (None, "embed"):
+            raise ValueError(f"mlp supports lam_style None or 'embed', got {lam_style!r}")
         self.num_states, self.num_positions, self.num_classes = num_states, num_positions, num_classes
-        self.uses_lam, self.time_dim, self.lam_dim = use_lam, time_dim, lam_dim
+        self.mixture, self.time_dim, self.lam_dim = lam_style is not None, time_dim, lam_dim
         self.dtype = compute_dtype
         self.tok_embed = CheckedEmbed(num_states, embed_dim, dtype=compute_dtype, rngs=rngs)
         self.pos_embed = nnx.Param(nnx.initializers.normal(0.02)(rngs.params(), (num_positions, embed_dim)))
         self.dense_in = nnx.Linear(num_positions * embed_dim + time_dim, hidden, dtype=compute_dtype, rngs=rngs)
-        if use_lam:
+        if self.mixture:
             init = nnx.initializers.zeros_init() if lam_zero_init else nnx.initializers.lecun_normal()
             self.lam_in = nnx.Linear(lam_dim, hidden, kernel_init=init, dtype=compute_dtype, rngs=rngs)
         if num_classes:
@@ -45,7 +49,7 @@ class MLPDenoiser(nnx.Module):
         h = (self.tok_embed(x_t) + pos).reshape(b, -1)
         tf = time_features(t, self.time_dim).astype(h.dtype)
         h = self.dense_in(jnp.concatenate([h, tf], axis=-1))
-        if self.uses_lam:
+        if self.mixture:
             h = h + self.lam_in(lambda_features(lam, self.lam_dim))
         if self.num_classes:
             h = h + self.class_embed(cond)

@@ -15,15 +15,13 @@ import jax.numpy as jnp
 import ml_collections
 from flax import nnx
 
-from di4c_jax.models.dit import DiTDenoiser
-from di4c_jax.models.mlp import MLPDenoiser
-from di4c_jax.models.unet import UNetDenoiser
+from di4c_jax.denoiser import Denoiser
+from di4c_jax.models import dit, mlp, unet  # noqa: F401  (each registers its kind)
+from di4c_jax.models.kinds import MODEL_KINDS
 from di4c_jax.processes.base import as_batch_times, check_tokens
 
 Params = dict[str, Any]
 Apply = Callable[..., jax.Array]
-
-MODEL_KINDS = {"mlp": MLPDenoiser, "dit": DiTDenoiser, "unet": UNetDenoiser}
 
 # `kind` picks the class; the other keys are its constructor arguments, plus `lam_style` (None | 'embed' | 'token')
 # and `compute_dtype` (None | 'bfloat16'). MLP and U-Net only know the additive style ('embed').
@@ -35,13 +33,15 @@ MODEL_SIZES: dict[str, dict[str, Any]] = {
                       channels=1, resolution=8, num_states=17),
     "unet-digits": dict(kind="unet", ch=64, ch_mult=(1, 2), num_res_blocks=2, attn_resolutions=(4,),
                         dropout=0.1, channels=1, resolution=8, num_states=17),
-    # sdtt DiT-small on OpenWebText (reference-masked.md A3): GPT-2 ids + mask, no time conditioning.
+    # sdtt DiT-small on OpenWebText (sony/di4c:sdtt/src/sdtt/configs/model/dit-orig-small.yaml): GPT-2 ids + mask,
+    # no time conditioning.
     "dit-small": dict(kind="dit", hidden=768, depth=12, num_heads=12, cond_dim=128, dropout=0.1,
                       num_states=50258, num_positions=1024, time_conditioning=False),
-    # MaskGIT ImageNet-256 size (B2) as a DiT: 256 VQ tokens, 1024 codes + mask, 1000 classes + null class.
+    # MaskGIT ImageNet-256 size (sony/di4c:maskgit-pytorch/Trainer/vit.py, `get_network`) as a DiT: 256 VQ tokens,
+    # 1024 codes + mask, 1000 classes + null class.
     "maskgit": dict(kind="dit", hidden=768, depth=24, num_heads=16, mlp_dim=3072, cond_dim=128, dropout=0.1,
                     num_states=1025, num_positions=256, num_classes=1000, time_conditioning=False),
-    # tauLDR CIFAR-10 U-Net (reference-tauldr.md 2.2).
+    # tauLDR CIFAR-10 U-Net (andrew-cr/tauLDR:config/train/cifar10.py).
     "unet-cifar10": dict(kind="unet", ch=128, ch_mult=(1, 2, 2, 2), num_res_blocks=2, attn_resolutions=(16,),
                          dropout=0.1, skip_rescale=True, channels=3, resolution=32, num_states=256),
 }
@@ -64,20 +64,14 @@ def _kwargs(config) -> tuple[type, dict]:
         cfg = model_config(cfg.pop("name"), **cfg).to_dict()
     kind = cfg.pop("kind", None)
     if kind not in MODEL_KINDS:
-        raise ValueError(f"model config needs kind in {sorted(MODEL_KINDS)} (or a name), got {kind!r}")
-    lam_style = cfg.pop("lam_style", None)
-    if kind == "dit":
-        cfg["lam_style"] = lam_style
-    elif lam_style not in (None, "embed"):
-        raise ValueError(f"{kind} supports lam_style None or 'embed', got {lam_style!r}")
-    else:
-        cfg["use_lam"] = lam_style is not None
+        raise ValueError(f"model config needs kind in {MODEL_KINDS.names()} (or a name), got {kind!r}")
+    cls = MODEL_KINDS.get(kind)
     dtype = cfg.pop("compute_dtype", None)
     cfg["compute_dtype"] = None if dtype is None else jnp.dtype(dtype)
     for k in ("ch_mult", "attn_resolutions"):
         if k in cfg:
             cfg[k] = tuple(cfg[k])
-    return MODEL_KINDS[kind], cfg
+    return cls, cfg
 
 
 def build_model(config, key: jax.Array) -> nnx.Module:
@@ -131,9 +125,9 @@ def _check_inputs(model, x_t, t, lam, cond):
     t = as_batch_times(t, b)
     if t.shape != (b,):
         raise ValueError(f"t must be float[B] with B={b}, got shape {t.shape}")
-    if model.uses_lam != (lam is not None):
+    if model.mixture != (lam is not None):
         raise ValueError("lam must be float[B] for a model built with lambda conditioning and None otherwise "
-                         f"(model uses lambda: {model.uses_lam}, lam given: {lam is not None})")
+                         f"(model takes lambda: {model.mixture}, lam given: {lam is not None})")
     if lam is not None:
         lam = as_batch_times(lam, b)
         if lam.shape != (b,):
@@ -166,15 +160,18 @@ def make_apply(graphdef: nnx.GraphDef, abstract_state: nnx.State) -> Apply:
     return apply
 
 
-def build_apply(model_config) -> Apply:
-    """Only the pure `apply` of `model_config` (abstract build, nothing allocated; e.g. for restored params)."""
-    graphdef, abstract, _ = split_params(nnx.eval_shape(lambda: build_model(model_config, jax.random.key(0))))
-    return make_apply(graphdef, abstract)
+def make_denoiser(model_config) -> Denoiser:
+    """The `Denoiser` of a model config (name, dict or ConfigDict): abstract build, nothing allocated."""
+    model = nnx.eval_shape(lambda: build_model(model_config, jax.random.key(0)))
+    graphdef, abstract, _ = split_params(model)
+    return Denoiser(make_apply(graphdef, abstract), num_states=model.num_states,
+                    num_positions=model.num_positions, mixture=bool(model.mixture),
+                    num_classes=int(model.num_classes))
 
 
-def build_denoiser(model_config, key: jax.Array) -> tuple[Apply, Params]:
-    """(apply, params) for a name, dict or ConfigDict; see `make_apply` for the calling convention."""
-    return build_apply(model_config), init_params(model_config, key)
+def build_denoiser(model_config, key: jax.Array) -> tuple[Denoiser, Params]:
+    """(Denoiser, params) for a name, dict or ConfigDict; see `make_apply` for the calling convention."""
+    return make_denoiser(model_config), init_params(model_config, key)
 
 
 def init_student_from_teacher(teacher_params: Params, student_params: Params, *,

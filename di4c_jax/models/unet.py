@@ -1,10 +1,10 @@
-"""tauLDR U-Net denoiser for pixel grids (reference-tauldr.md 2.1-2.2, 3.2): the DDPM U-Net of score_sde with a
+"""tauLDR U-Net denoiser for pixel grids (sony/di4c:tauldr/lib/networks/networks.py): the DDPM U-Net of score_sde with a
 truncated discretised logistic output head.
 
 x_t int32[B, D] holds sub-pixel levels in [0, S) with D = C*H*W flattened in (C, H, W) order; the network works
 in NHWC on the centred input `2 x / (S - 1) - 1` and returns logits float32[B, D, S] in the same order.
 
-lambda (reference 3.2): every ResBlock adds `dense1(silu(lemb))` after the time embedding, with `dense1`
+lambda (Di4C student): every ResBlock adds `dense1(silu(lemb))` after the time embedding, with `dense1`
 zero-initialised when `lam_zero_init`, so a fresh student equals its teacher exactly. As in the reference, the down
 path uses `lemb = MLP(silu(Dense([sin(1000 lam); sin(1000 t)])))` and the middle and up path additionally mix in
 the spatial mean of the bottleneck feature map (`lam_hidden_mix=True`; False uses the down-path embedding everywhere).
@@ -17,6 +17,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from di4c_jax.models.kinds import MODEL_KINDS
 from di4c_jax.models.lam import lambda_features, time_features
 
 
@@ -38,7 +39,7 @@ def _skip(x, h, rescale: bool):
 
 
 def truncated_logistic_logits(mu: jax.Array, log_scale: jax.Array, num_levels: int) -> jax.Array:
-    """Truncated discretised logistic (reference-tauldr.md 2.1): mu, log_scale [...] -> logits float32[..., S].
+    """Truncated discretised logistic (andrew-cr/tauLDR:lib/models/models.py): mu, log_scale [...] -> logits float32[..., S].
 
     Bin k covers [c_k - w/2, c_k + w/2] with w = 2/S and centres c_k = -1 + w/2 + k w; the logit is
     log(sigmoid(r) - sigmoid(l)) computed as logsigmoid(r) + log1p(-exp(logsigmoid(l) - logsigmoid(r)) + 1e-6)
@@ -54,12 +55,12 @@ def truncated_logistic_logits(mu: jax.Array, log_scale: jax.Array, num_levels: i
 
 
 class ResBlock(nnx.Module):
-    def __init__(self, in_ch, out_ch, temb_dim, *, dropout, skip_rescale, use_lam, lam_zero_init, dtype, rngs):
-        self.skip_rescale, self.uses_lam = skip_rescale, use_lam
+    def __init__(self, in_ch, out_ch, temb_dim, *, dropout, skip_rescale, mixture, lam_zero_init, dtype, rngs):
+        self.skip_rescale, self.mixture = skip_rescale, mixture
         self.norm0, self.norm1 = _group_norm(in_ch, rngs), _group_norm(out_ch, rngs)
         self.conv0 = nnx.Conv(in_ch, out_ch, (3, 3), kernel_init=_torch_init, dtype=dtype, rngs=rngs)
         self.dense0 = nnx.Linear(temb_dim, out_ch, kernel_init=_torch_init, dtype=dtype, rngs=rngs)
-        if use_lam:
+        if mixture:
             init = nnx.initializers.zeros_init() if lam_zero_init else _torch_init
             self.dense1 = nnx.Linear(temb_dim, out_ch, kernel_init=init, dtype=dtype, rngs=rngs)
         self.dropout = nnx.Dropout(dropout)
@@ -70,7 +71,7 @@ class ResBlock(nnx.Module):
     def __call__(self, x, temb, lemb, rngs):
         h = self.conv0(jax.nn.silu(self.norm0(x)))
         h = h + self.dense0(jax.nn.silu(temb))[:, None, None, :]
-        if self.uses_lam:
+        if self.mixture:
             h = h + self.dense1(jax.nn.silu(lemb))[:, None, None, :]
         h = self.dropout(jax.nn.silu(self.norm1(h)), deterministic=rngs is None, rngs=rngs)
         h = self.conv1(h)
@@ -108,23 +109,27 @@ class LamEmbedding(nnx.Module):
         return self.dense1(jax.nn.silu(self.dense0(e)))
 
 
+@MODEL_KINDS.register("unet")
 class UNetDenoiser(nnx.Module):
     """(x_t int32[B, C*H*W], t f32[B], lam f32[B] | None, cond None) -> logits float32[B, C*H*W, S]."""
 
     def __init__(self, *, num_states: int, channels: int, resolution: int, ch: int = 128,
                  ch_mult=(1, 2, 2, 2), num_res_blocks: int = 2, attn_resolutions=(16,), dropout: float = 0.1,
-                 skip_rescale: bool = True, use_lam: bool = False, lam_zero_init: bool = True,
+                 skip_rescale: bool = True, lam_style: str | None = None, lam_zero_init: bool = True,
                  lam_hidden_mix: bool = True, compute_dtype=None, rngs: nnx.Rngs):
+        if lam_style not in (None, "embed"):
+            raise ValueError(f"unet supports lam_style None or 'embed', got {lam_style!r}")
+        mixture = lam_style is not None
         levels = len(ch_mult)
         if resolution % 2 ** (levels - 1):
             raise ValueError(f"resolution {resolution} is not divisible by 2^(len(ch_mult)-1) = {2 ** (levels - 1)}")
         self.num_states, self.channels, self.resolution = num_states, channels, resolution
         self.num_positions, self.num_classes = channels * resolution * resolution, 0
-        self.uses_lam, self.lam_hidden_mix, self.ch, self.levels = use_lam, lam_hidden_mix, ch, levels
+        self.mixture, self.lam_hidden_mix, self.ch, self.levels = mixture, lam_hidden_mix, ch, levels
         self.num_res_blocks, self.dtype = num_res_blocks, compute_dtype
         temb_dim = 4 * ch
         self.temb0, self.temb1 = nnx.Linear(ch, temb_dim, rngs=rngs), nnx.Linear(temb_dim, temb_dim, rngs=rngs)
-        kw = dict(dropout=dropout, skip_rescale=skip_rescale, use_lam=use_lam, lam_zero_init=lam_zero_init,
+        kw = dict(dropout=dropout, skip_rescale=skip_rescale, mixture=mixture, lam_zero_init=lam_zero_init,
                   dtype=compute_dtype, rngs=rngs)
         attn = lambda c: AttnBlock(c, skip_rescale=skip_rescale, dtype=compute_dtype, rngs=rngs)  # noqa: E731
         conv3 = lambda i, o, s=1, pad="SAME": nnx.Conv(  # noqa: E731
@@ -145,7 +150,7 @@ class UNetDenoiser(nnx.Module):
         self.down = nnx.List(down)
         self.mid = nnx.List([ResBlock(in_ch, in_ch, temb_dim, **kw), attn(in_ch),
                              ResBlock(in_ch, in_ch, temb_dim, **kw)])
-        if use_lam:
+        if mixture:
             self.lam_down = LamEmbedding(ch, 0, temb_dim, rngs=rngs)
             if lam_hidden_mix:
                 self.lam_up = LamEmbedding(ch, in_ch, temb_dim, rngs=rngs)
@@ -165,7 +170,7 @@ class UNetDenoiser(nnx.Module):
         b, c, r, s = x_t.shape[0], self.channels, self.resolution, self.num_states
         centred = (2.0 * x_t.reshape(b, c, r, r).transpose(0, 2, 3, 1).astype(jnp.float32) / (s - 1) - 1.0)
         temb = self.temb1(jax.nn.silu(self.temb0(time_features(t, self.ch))))
-        lemb = self.lam_down(lam, t) if self.uses_lam else None
+        lemb = self.lam_down(lam, t) if self.mixture else None
         h = self.conv_in(centred if self.dtype is None else centred.astype(self.dtype))
         hs, blocks = [h], iter(self.down)
         for level in range(self.levels):
@@ -177,7 +182,7 @@ class UNetDenoiser(nnx.Module):
             if level != self.levels - 1:
                 h = next(blocks)(jnp.pad(h, ((0, 0), (0, 1), (0, 1), (0, 0))))
                 hs.append(h)
-        if self.uses_lam and self.lam_hidden_mix:
+        if self.mixture and self.lam_hidden_mix:
             lemb = self.lam_up(lam, t, jnp.mean(h.astype(jnp.float32), axis=(1, 2)))
         h = self.mid[2](self.mid[1](self.mid[0](h, temb, lemb, rngs)), temb, lemb, rngs)
         blocks = iter(self.up)

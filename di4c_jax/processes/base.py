@@ -5,7 +5,7 @@ import jax
 import jax.numpy as jnp
 
 # Log-probability of an impossible class. Finite on purpose: 0 * (NEG_INF - NEG_INF) = 0 in every KL, where
-# -inf would give NaN (reference-masked.md C.5).
+# -inf would give NaN (the sdtt reference uses the same -1e6: sony/di4c:sdtt/src/sdtt/core/distill/multi_round_sdtt.py).
 NEG_INF = -1e6
 
 

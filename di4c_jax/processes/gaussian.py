@@ -1,4 +1,4 @@
-"""Discretised-Gaussian (tauLDR) diffusion: the exact rate construction of reference-tauldr.md section 1."""
+"""Discretised-Gaussian (tauLDR) diffusion: the exact rate construction of andrew-cr/tauLDR:lib/models/models.py."""
 from __future__ import annotations
 
 import dataclasses
@@ -11,6 +11,7 @@ import numpy as np
 
 from di4c_jax.processes.base import (ProductKernelSampling, as_batch_times, denoise_x0, safe_log,
                                      sample_categorical)
+from di4c_jax.processes.registry import PROCESSES
 
 # Entries of q below this are set to 0, as the reference does (it also removes float32 round-off negatives).
 TRANSITION_FLOOR = 1e-8
@@ -56,13 +57,14 @@ def _eig_constants(num_states, rate_sigma, q_sigma):
     return rate, w.astype(np.float32), v.astype(np.float32), v_inv.astype(np.float32)
 
 
+@PROCESSES.register("gaussian")
 @dataclasses.dataclass(frozen=True)
 class DiscreteGaussian(ProductKernelSampling):
     """tauLDR's discretised-Gaussian CTMC. `DiscreteGaussian()` is the reference CIFAR-10 process (S = 256).
 
     Rate R_t = beta(t) R_base with beta(t) = time_base ln(time_exponential) time_exponential^t, integrated rate
     I(t) = time_base (time_exponential^t - 1). Transitions are V diag(exp(I w)) V^-1 in float32 from the float64
-    eigendecomposition of R_base, entries < 1e-8 set to 0 (reference-tauldr.md 1.4).
+    eigendecomposition of R_base, entries < 1e-8 set to 0 (andrew-cr/tauLDR:lib/models/models.py, `transition`).
     """
 
     num_states: int = 256
@@ -74,6 +76,12 @@ class DiscreteGaussian(ProductKernelSampling):
     ratio_eps: float = 1e-9
 
     default_final = "argmax"
+    absorbing = False
+    has_generator = True
+
+    def prior_logprobs(self) -> jax.Array:
+        """The stationary law of the base rate: float32[K]."""
+        return jnp.log(jnp.asarray(self.stationary, jnp.float32))
 
     def _consts(self):
         return _eig_constants(self.num_states, self.rate_sigma, self.q_sigma)
@@ -127,7 +135,7 @@ class DiscreteGaussian(ProductKernelSampling):
 
     def reverse_step_logprobs(self, x_t, logp_x0, t, s) -> jax.Array:
         """log p(x_s^d | x_t) [B, D, K] = log sum_{x0} q(x_s | x_t, x0) p(x0 | x_t), with the reference's
-        ratio_eps added to q_{t|0}, q_{s|0} and q_{t|s} (reference-tauldr.md 2.4, closed-form branch).
+        ratio_eps added to q_{t|0}, q_{s|0} and q_{t|s} (sony/di4c:tauldr/lib/losses/losses.py, closed-form `calc_pst`).
         Computed as ((p / q_{t|0}[:, x_t]) @ q_{s|0}) * q_{t|s}[:, x_t] with a max-shift for stability."""
         batch = x_t.shape[0]
         t, s = as_batch_times(t, batch), as_batch_times(s, batch)

@@ -8,10 +8,12 @@ import jax
 import jax.numpy as jnp
 
 from di4c_jax.processes.base import NEG_INF, ProductKernelSampling, as_batch_times, denoise_x0, safe_log
+from di4c_jax.processes.registry import PROCESSES
 
 MASK_SCHEDULES = ("loglinear", "arccos", "cosine", "linear")
 
 
+@PROCESSES.register("masked")
 @dataclasses.dataclass(frozen=True)
 class Masked(ProductKernelSampling):
     """Absorbing process on {0..vocab_size-1} plus the mask id `vocab_size`.
@@ -43,6 +45,13 @@ class Masked(ProductKernelSampling):
         return self.vocab_size
 
     default_final = "sample"
+    absorbing = True
+    has_generator = False
+    data_states_field = "vocab_size"
+
+    def prior_logprobs(self) -> jax.Array:
+        """All mass on the mask state: float32[K]."""
+        return jnp.full((self.num_states,), NEG_INF, jnp.float32).at[self.mask_id].set(0.0)
 
     def mask_prob(self, t: jax.Array) -> jax.Array:
         t = jnp.asarray(t, jnp.float32)

@@ -8,10 +8,12 @@ import jax
 import jax.numpy as jnp
 
 from di4c_jax.processes.base import ProductKernelSampling, as_batch_times, denoise_x0
+from di4c_jax.processes.registry import PROCESSES
 
 UNIFORM_SCHEDULES = ("linear", "cosine")
 
 
+@PROCESSES.register("uniform")
 @dataclasses.dataclass(frozen=True)
 class Uniform(ProductKernelSampling):
     """Uniform CTMC on K states: q_{t|0}(y|x) = a(t) [y = x] + (1 - a(t)) / K.
@@ -31,6 +33,12 @@ class Uniform(ProductKernelSampling):
             raise ValueError(f"num_states must be >= 2, got {self.num_states}")
 
     default_final = "sample"
+    absorbing = False
+    has_generator = True
+
+    def prior_logprobs(self) -> jax.Array:
+        """The uniform law: float32[K]."""
+        return jnp.full((self.num_states,), -math.log(self.num_states), jnp.float32)
 
     def keep_prob(self, t: jax.Array) -> jax.Array:
         t = jnp.asarray(t, jnp.float32)

@@ -1,4 +1,4 @@
-"""MaskGIT confidence sampler (reference-masked.md B2 'Sampler', B6, C.9-10, C.20).
+"""MaskGIT confidence sampler (Chang et al. 2022; as in sony/di4c:maskgit-pytorch/Trainer/vit.py).
 
 Per step i of n: logits (classifier-free guided with the ramped weight w_i = w i / (n-1)), times `sm_temp`; draw
 pred ~ Cat(softmax) at every position; confidence = log p(pred) + r_temp (1 - i/(n-1)) Gumbel; reveal the
@@ -9,14 +9,16 @@ n = 1 uses ratio i/(n-1) := 0 (no guidance, full Gumbel noise) where the referen
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from di4c_jax.processes.base import NEG_INF, sample_categorical
-from di4c_jax.sampling.analytic import Sampler, draw_lam
+from di4c_jax.denoiser import Denoiser
+from di4c_jax.processes.confidence import confidence_step
+from di4c_jax.processes.protocol import Process, require
+from di4c_jax.sampling.sampler import SAMPLERS, Sampler, no_teacher_steps
 
 DEFAULT_R_TEMP = 4.5  # reference `r_temp` (randomize="linear", hard-coded in sample_and_eval.py)
 
@@ -52,102 +54,87 @@ def gumbel_temperatures(r_temp: float, num_steps: int) -> np.ndarray:
     return np.float32(r_temp) * (1.0 - _ramp(num_steps))
 
 
-def confidence_step(key: jax.Array, x_t: jax.Array, logits: jax.Array, num_reveal: jax.Array,
-                    gumbel_temp: jax.Array, mask_id: int) -> jax.Array:
-    """One MaskGIT reveal step: x_t int32[B, D] -> x_next int32[B, D].
-
-    logits: float32[B, D, K] (already guided / temperature-scaled); num_reveal: int[B] (or scalar), clipped to the
-    number of masked positions of each row; gumbel_temp: float[B] (or scalar). pred ~ Cat(logits) with the mask
-    class (if mask_id < K) excluded; confidence = log p(pred) + gumbel_temp * Gumbel(0, 1); exactly
-    min(num_reveal, #masked) masked positions are set to pred, the most confident ones. Ties in confidence are
-    broken by position (lower index first), so the count is exact (the reference may write more on ties, C.20).
-    Unmasked positions are never changed.
-    """
-    if x_t.ndim != 2 or logits.ndim != 3 or logits.shape[:2] != x_t.shape:
-        raise ValueError(f"need x_t [B, D] and logits [B, D, K], got {x_t.shape} and {logits.shape}")
-    batch, dims, num_classes = logits.shape
-    logits = logits.astype(jnp.float32)
-    if mask_id < num_classes:
-        logits = logits.at[..., mask_id].set(NEG_INF)
-    logp = jax.nn.log_softmax(logits, axis=-1)
-    pred_key, gumbel_key = jax.random.split(key)
-    pred = sample_categorical(pred_key, logp)
-    log_conf = jnp.take_along_axis(logp, pred[..., None], axis=-1)[..., 0]
-    temp = jnp.broadcast_to(jnp.asarray(gumbel_temp, jnp.float32), (batch,))
-    conf = log_conf + temp[:, None] * jax.random.gumbel(gumbel_key, (batch, dims), jnp.float32)
-    masked = x_t == mask_id
-    conf = jnp.where(masked, conf, -jnp.inf)  # a ranking, not a probability: unmasked positions rank last
-    order = jnp.argsort(conf, axis=-1, descending=True, stable=True)
-    rank = jnp.argsort(order, axis=-1)
-    k = jnp.broadcast_to(jnp.asarray(num_reveal, jnp.int32), (batch,))
-    reveal = masked & (rank < k[:, None])
-    return jnp.where(reveal, pred, x_t).astype(jnp.int32)
-
-
-def maskgit_sample(key: jax.Array, apply: Callable, params: Any, *, shape: tuple[int, int], mask_id: int,
-                   num_steps: int, cond: jax.Array | None = None, guidance: float = 0.0,
-                   null_class: int | None = None, sm_temp: float = 1.0, r_temp: float = DEFAULT_R_TEMP,
-                   mixture: bool = False, uncond_apply: Callable | None = None, uncond_params: Any = None,
+def maskgit_sample(key: jax.Array, *, process: Process, denoiser: Denoiser, params: Any, shape: tuple[int, int],
+                   num_steps: int, cond: jax.Array | None = None, guidance: float = 0.0, sm_temp: float = 1.0,
+                   r_temp: float = DEFAULT_R_TEMP, uncond: Denoiser | None = None, uncond_params: Any = None,
                    schedule: Sequence[int] | None = None) -> jax.Array:
-    """MaskGIT sampling from all-mask to int32[B, D] (shape = (B, D)) in `num_steps` steps.
+    """MaskGIT sampling from all-mask in `num_steps` steps on an absorbing process.
 
-    `apply(params, x, t, lam, cond)` gets t = 1 - i/n (the masked-time of progress r = i/n). Guidance
-    (`guidance` = w > 0, static) needs `cond` int32[B] and `null_class`: logit = (1 + w_i) l_c - w_i l_u with
-    l_u = apply(..., cond=null_class), both halves in one call of batch 2B sharing lam (mixture: fresh
-    lam ~ U[0, 1] per sample per step), or l_u = uncond_apply(uncond_params, x, t, None, null) when a teacher
-    provides the unconditional branch (reference --lfg). `schedule` overrides `maskgit_schedule(n, D)`.
+    Args:
+      key: PRNG key; step i uses `fold_in(key, i)`.
+      process: an absorbing process (its `mask_id` and time grid `default_time_grid(n)`: t_i = 1 - i/n, the
+        masked-time of progress r = i/n).
+      denoiser, params: the network; a mixture gets a fresh lam ~ U[0, 1] per sample per step.
+      shape: (B, D).
+      num_steps: n (network evaluations).
+      cond: int32[B] labels (needed for guidance) or None.
+      guidance: w >= 0 (static): logit = (1 + w_i) l_c - w_i l_u with the ramped w_i = w i / (n - 1) and
+        l_u the logits at the null class `denoiser.null_class`, both halves in one call of batch 2B sharing lam,
+        or l_u from `uncond(uncond_params, x, t, None, null)` when a teacher provides the unconditional branch.
+      sm_temp: softmax temperature multiplier of the logits.  r_temp: Gumbel confidence noise at the first step.
+      schedule: tokens revealed per step (default `maskgit_schedule(n, D)`).
+
+    Returns:
+      int32[B, D] samples with no mask left.
     """
+    require(process, "absorbing", "the MaskGIT sampler")
     batch, dims = shape
     reveal = tuple(maskgit_schedule(num_steps, dims) if schedule is None else schedule)
     if len(reveal) != num_steps or sum(reveal) != dims or min(reveal) < 0:
         raise ValueError(f"schedule must be {num_steps} non-negative counts summing to D={dims}, got {reveal}")
-    if guidance != 0 and (cond is None or null_class is None):
-        raise ValueError("classifier-free guidance needs cond (int32[B]) and null_class")
-    xs = (jnp.arange(num_steps), jnp.asarray(reveal, jnp.int32), jnp.asarray(cfg_weights(guidance, num_steps)),
-          jnp.asarray(gumbel_temperatures(r_temp, num_steps)))
+    if guidance != 0 and (cond is None or not denoiser.num_classes):
+        raise ValueError("classifier-free guidance needs cond (int32[B]) and a class-conditional denoiser "
+                         f"(num_classes={denoiser.num_classes})")
+    grid = process.default_time_grid(num_steps)
+    xs = (jnp.arange(num_steps), jnp.asarray(grid[:-1], jnp.float32), jnp.asarray(reveal, jnp.int32),
+          jnp.asarray(cfg_weights(guidance, num_steps)), jnp.asarray(gumbel_temperatures(r_temp, num_steps)))
 
     def step(x, inputs):
-        i, k, w, temp = inputs
+        i, t_i, k, w, temp = inputs
         lam_key, conf_key = jax.random.split(jax.random.fold_in(key, i))
-        lam = draw_lam(lam_key, batch, mixture)
-        t = jnp.full((batch,), 1.0 - i / num_steps, jnp.float32)
+        lam = denoiser.draw_lam(lam_key, batch)
+        t = jnp.full((batch,), t_i, jnp.float32)
         if guidance == 0:
-            logits = apply(params, x, t, lam, cond)
+            logits = denoiser(params, x, t, lam, cond)
         else:
-            null = jnp.full((batch,), null_class, jnp.int32)
-            if uncond_apply is None:
-                pair = lambda a: jnp.concatenate([a, a], axis=0)
-                both = apply(params, pair(x), pair(t), None if lam is None else pair(lam),
-                             jnp.concatenate([jnp.asarray(cond, jnp.int32), null], axis=0))
+            null = jnp.full((batch,), denoiser.null_class, jnp.int32)
+            if uncond is None:
+                pair = lambda a: jnp.concatenate([a, a], axis=0)  # noqa: E731
+                both = denoiser(params, pair(x), pair(t), None if lam is None else pair(lam),
+                                jnp.concatenate([jnp.asarray(cond, jnp.int32), null], axis=0))
                 logit_c, logit_u = both[:batch], both[batch:]
             else:
-                logit_c = apply(params, x, t, lam, cond)
-                logit_u = uncond_apply(uncond_params, x, t, None, null)
+                logit_c = denoiser(params, x, t, lam, cond)
+                logit_u = uncond(uncond_params, x, t, None, null)
             logits = (1.0 + w) * logit_c - w * logit_u
-        return confidence_step(conf_key, x, sm_temp * logits, k, temp, mask_id), None
+        return confidence_step(conf_key, x_t=x, logits=sm_temp * logits, num_reveal=k, gumbel_temp=temp,
+                               mask_id=process.mask_id), None
 
-    x = jnp.full(shape, mask_id, jnp.int32)
+    x = jnp.full(shape, process.mask_id, jnp.int32)
     return jax.lax.scan(step, x, xs)[0]
 
 
-def make_maskgit_sampler(apply: Callable, *, shape: tuple[int, int], mask_id: int, num_steps: int,
-                         guidance: float = 0.0, null_class: int | None = None, sm_temp: float = 1.0,
-                         r_temp: float = DEFAULT_R_TEMP, mixture: bool = False,
-                         uncond_apply: Callable | None = None, schedule: Sequence[int] | None = None) -> Sampler:
+@SAMPLERS.register("maskgit")
+def make_maskgit_sampler(*, process: Process, denoiser: Denoiser, shape: tuple[int, int], num_steps: int,
+                         teacher: Denoiser | None = None, teacher_last_steps: int = 0, guidance: float = 0.0,
+                         sm_temp: float = 1.0, r_temp: float = DEFAULT_R_TEMP, uncond: Denoiser | None = None,
+                         schedule: Sequence[int] | None = None) -> Sampler:
     """`maskgit_sample` jitted with everything but (key, params, teacher_params, cond) static.
 
-    `sampler(key, params, teacher_params=None, cond=None)`; teacher_params feed `uncond_apply`. `nfe == num_steps`
-    sequential network evaluations (with guidance each one scores the conditional and unconditional halves, as
-    one batch of 2B or, with `uncond_apply`, one student plus one teacher call: `teacher_nfe == num_steps`).
+    `teacher_params` feed `uncond`. `nfe == num_steps` sequential network evaluations (with guidance each one
+    scores the conditional and unconditional halves, as one batch of 2B or, with `uncond`, one student plus one
+    teacher call: `teacher_nfe == num_steps`). MaskGIT has no teacher hybrid (`teacher_last_steps` must be 0).
     """
+    del teacher
+    no_teacher_steps("maskgit", teacher_last_steps)
+    require(process, "absorbing", "the MaskGIT sampler")
     if schedule is None:
         maskgit_schedule(num_steps, shape[1])  # fail before tracing on impossible step counts
 
     def run(key, params, teacher_params=None, cond=None):
-        return maskgit_sample(key, apply, params, shape=shape, mask_id=mask_id, num_steps=num_steps, cond=cond,
-                              guidance=guidance, null_class=null_class, sm_temp=sm_temp, r_temp=r_temp,
-                              mixture=mixture, uncond_apply=uncond_apply, uncond_params=teacher_params,
-                              schedule=schedule)
+        return maskgit_sample(key, process=process, denoiser=denoiser, params=params, shape=shape,
+                              num_steps=num_steps, cond=cond, guidance=guidance, sm_temp=sm_temp, r_temp=r_temp,
+                              uncond=uncond, uncond_params=teacher_params, schedule=schedule)
 
-    teacher_nfe = num_steps if (uncond_apply is not None and guidance != 0) else 0
+    teacher_nfe = num_steps if (uncond is not None and guidance != 0) else 0
     return Sampler(jax.jit(run), nfe=num_steps, teacher_nfe=teacher_nfe)

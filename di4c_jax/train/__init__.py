@@ -12,10 +12,11 @@ from di4c_jax.train.state import (
     lr_schedule,
     make_optimizer,
 )
-from di4c_jax.train.step import distillation_loss_fn, make_train_step, teacher_loss_fn
+from di4c_jax.train.rounds import Round, distill_rounds
+from di4c_jax.train.step import distillation_loss_fn, make_train_step, teacher_loss_fn, with_label_dropout
 
 __all__ = [
-    "Checkpointer", "MetricWriter", "OptimConfig", "abstract_state_of", "create_train_state",
+    "Checkpointer", "MetricWriter", "Round", "distill_rounds", "OptimConfig", "abstract_state_of", "create_train_state",
     "distillation_loss_fn", "ema_decay_at", "ema_update", "host_value", "init_train_state", "key_data",
-    "lr_schedule", "make_optimizer", "make_train_step", "teacher_loss_fn", "train",
+    "lr_schedule", "make_optimizer", "make_train_step", "teacher_loss_fn", "train", "with_label_dropout",
 ]

@@ -20,8 +20,8 @@ from di4c_jax.parallel.mesh import fsdp_shardings, DEFAULT_MIN_FSDP_SIZE
 class OptimConfig:
     """Adam(W) with global-norm clipping, linear warm-up then constant or cosine decay, and EMA.
 
-    Defaults are the tauLDR Di4C values (reference-tauldr.md 5): Adam 2e-4, no warm-up, clip 1.0, EMA 0.9999.
-    The sdtt values (reference-masked.md A6) are lr 3e-5 and warmup_steps 2500.
+    Defaults are the tauLDR Di4C values (sony/di4c:tauldr/train_distil.py): Adam 2e-4, no warm-up, clip 1.0, EMA 0.9999.
+    The sdtt values (sony/di4c:sdtt/src/sdtt/configs/config.yaml) are lr 3e-5 and warmup_steps 2500.
     """
 
     learning_rate: float = 2e-4

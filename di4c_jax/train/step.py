@@ -14,28 +14,41 @@ import jax.numpy as jnp
 import optax
 from jax.sharding import Mesh
 
+from di4c_jax.denoiser import Denoiser
+from di4c_jax.losses.guidance import drop_labels
 from di4c_jax.parallel.mesh import batch_sharding, replicated
 from di4c_jax.train.state import ema_update
 
 LossFn = Callable[[jax.Array, Any, Any, Any], tuple[jax.Array, dict]]
 
 
-def distillation_loss_fn(loss, student_apply, teacher_apply, process, config) -> LossFn:
-    """Adapt `loss(key, student_apply, student_params, teacher_apply, teacher_params, process, x0, config, cond)`.
-
-    The batch is a dict {'x0': int32[B, D], optional 'cond': int32[B]}; the teacher params are `frozen`.
-    """
+def distillation_loss_fn(loss, *, student: Denoiser, teacher: Denoiser, process, config) -> LossFn:
+    """Adapt a distillation loss (`loss(key, *, student, student_params, teacher, teacher_params, process, x0,
+    config, cond)`) to the engine: the batch is {'x0': int32[B, D], optional 'cond': int32[B]}, the teacher params
+    are `frozen`."""
     def fn(key, params, batch, teacher_params):
-        return loss(key, student_apply, params, teacher_apply, teacher_params, process, batch["x0"], config,
-                    cond=batch.get("cond"))
+        return loss(key, student=student, student_params=params, teacher=teacher, teacher_params=teacher_params,
+                    process=process, x0=batch["x0"], config=config, cond=batch.get("cond"))
     return fn
 
 
-def teacher_loss_fn(loss, apply, process, **loss_kwargs) -> LossFn:
-    """Adapt `loss(key, apply, params, process, x0, cond=None, **loss_kwargs)`; `frozen` is unused."""
+def teacher_loss_fn(loss, *, denoiser: Denoiser, process, **loss_kwargs) -> LossFn:
+    """Adapt a teacher loss (`loss(key, *, denoiser, params, process, x0, cond, **loss_kwargs)`); `frozen` is
+    unused."""
     def fn(key, params, batch, frozen):
         del frozen
-        return loss(key, apply, params, process, batch["x0"], cond=batch.get("cond"), **loss_kwargs)
+        return loss(key, denoiser=denoiser, params=params, process=process, x0=batch["x0"], cond=batch.get("cond"),
+                    **loss_kwargs)
+    return fn
+
+
+def with_label_dropout(loss_fn: LossFn, *, null_class: int, rate: float) -> LossFn:
+    """Feed `loss_fn` {'x0', 'cond'} from a batch {'x0', 'label'}: each label replaced by the null class w.p.
+    `rate` (classifier-free guidance), from a key split off the step key."""
+    def fn(key, params, batch, frozen):
+        drop_key, key = jax.random.split(key)
+        cond = drop_labels(drop_key, labels=batch["label"], null_class=null_class, rate=rate)
+        return loss_fn(key, params, {"x0": batch["x0"], "cond": cond}, frozen)
     return fn
 
 

@@ -1,0 +1,76 @@
+"""`Denoiser`: a pure denoising function bundled with what its callers must know about it.
+
+Params stay a separate argument, so jit, grad and sharding see plain pytrees; the Denoiser itself is a frozen,
+hashable value that closes over nothing mutable and can be a static argument of `jax.jit`.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+
+Params = Any
+Apply = Callable[..., jax.Array]
+
+
+def draw_lam(key: jax.Array, batch: int) -> jax.Array:
+    """lam ~ U[0, 1] as float32[batch]: the one way a mixture component is drawn."""
+    return jax.random.uniform(key, (batch,), jnp.float32)
+
+
+@dataclasses.dataclass(frozen=True)
+class Denoiser:
+    """A denoiser `apply(params, x_t, t, lam, cond, *, rngs=None) -> logits float32[B, D, K]`.
+
+    Attributes:
+      apply: the pure function. x_t int32[B, D], t float32[B], lam float32[B] or None, cond int32[B] or None;
+        `rngs` a PRNG key for dropout (None: deterministic). The logits become normalised log p(x0 | x_t) only
+        through `process.x0_logprobs(logits, x_t)`.
+      num_states: K, the number of classes of the logits (= states of x_t).
+      num_positions: D, or None if any sequence length works.
+      mixture: True if `apply` takes a lambda (one component of the mixture
+        p(x0 | x_t) = E_{lam ~ U[0, 1]} prod_d p_d(x0_d | x_t, lam)); False for a product denoiser (lam=None).
+      num_classes: class labels 0..num_classes-1 for conditioning (0: unconditional); the label `num_classes` is
+        the null class of classifier-free guidance.
+    """
+
+    apply: Apply
+    num_states: int
+    num_positions: int | None = None
+    mixture: bool = False
+    num_classes: int = 0
+
+    @property
+    def null_class(self) -> int:
+        """The dropped label of classifier-free guidance."""
+        return self.num_classes
+
+    def __call__(self, params: Params, x_t, t, lam=None, cond=None, *, rngs=None) -> jax.Array:
+        return self.apply(params, x_t, t, lam, cond, rngs=rngs)
+
+    def draw_lam(self, key: jax.Array, batch: int) -> jax.Array | None:
+        """lam ~ U[0, 1] as float32[batch] for a mixture denoiser (one per row), None for a product denoiser."""
+        return draw_lam(key, batch) if self.mixture else None
+
+    def logprobs(self, process, params: Params, x_t, t, lam=None, cond=None, *, rngs=None) -> jax.Array:
+        """Normalised log p(x0 | x_t, t, lam) [B, D, K]."""
+        return process.x0_logprobs(self.apply(params, x_t, t, lam, cond, rngs=rngs), x_t)
+
+    def component_logprobs(self, key: jax.Array, process, params: Params, x_t, t, *, num: int, cond=None,
+                           rngs=None) -> jax.Array:
+        """Log-probs of `num` mixture components per row, each at a fresh lam: [B, num, D, K].
+
+        Rows are repeated b-major (row b's components are rows b*num .. b*num+num-1 of one batch of B*num).
+        A product denoiser gives `num` copies of its one distribution.
+        """
+        batch = x_t.shape[0]
+        rep = lambda a: None if a is None else jnp.repeat(a, num, axis=0)  # noqa: E731
+        x_rep = rep(x_t)
+        logp = self.logprobs(process, params, x_rep, rep(t), self.draw_lam(key, batch * num), rep(cond), rngs=rngs)
+        return logp.reshape(batch, num, *logp.shape[1:])
+
+    def with_apply(self, apply: Apply) -> "Denoiser":
+        """The same metadata around another function (e.g. a jitted or wrapped `apply`)."""
+        return dataclasses.replace(self, apply=apply)

@@ -1,0 +1,62 @@
+"""Where does a distilled student depart from its teacher? x0 | x_t diagnostics at one noise level.
+
+For data x0 and x_t ~ q(. | x0) at time t, with the student's mixture estimated from N lambdas:
+  teacher_loglik  log p_teacher(x0 | x_t), the teacher's product density (nats per sequence)
+  student_loglik  F = log (1/N) sum_n prod_d p_n(x0_d | x_t): the student mixture's density of the data
+  correlation     F - G, G the log product of the mixture's marginals: what the mixture adds over its marginals
+  marginal_kl     sum_d KL(teacher marginal || mixture marginal): how far the student's marginals have moved
+`one_step_denoise` is one network evaluation from the data's own x_t: at t = 1 the 1-step sampler, at t < 1 the
+last step of a sampler whose earlier steps were perfect.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from di4c_jax.denoiser import Denoiser
+from di4c_jax.losses.mixture import kl_sum, mixture_log_likelihood, mixture_log_marginal
+from di4c_jax.losses.times import token_nll
+from di4c_jax.processes.protocol import Process
+
+DIAGNOSTICS = ("teacher_loglik", "student_loglik", "correlation", "marginal_kl")
+
+
+def diagnose_point(key: jax.Array, *, process: Process, teacher: Denoiser, teacher_params: Any, student: Denoiser,
+                   student_params: Any, x0: jax.Array, t: float, num_lambda: int, cond=None) -> dict:
+    """Batch means of DIAGNOSTICS at one noise level.
+
+    Args: key; process; teacher / student Denoisers and params; x0 int[B, D]; t the noise level; num_lambda N;
+      cond None or int[B].
+    Returns: {name: float} for every name in DIAGNOSTICS.
+    """
+    batch = x0.shape[0]
+    k_xt, k_lam = jax.random.split(key)
+    tt = jnp.full((batch,), t, jnp.float32)
+    x_t = process.sample_xt(k_xt, x0, tt)
+    teacher_logp = teacher.logprobs(process, teacher_params, x_t, tt, None, cond)  # [B, D, K]
+    logp = student.component_logprobs(k_lam, process, student_params, x_t, tt, num=num_lambda, cond=cond)
+    points = x0[:, None, :]
+    values = {
+        "teacher_loglik": -jnp.sum(token_nll(teacher_logp, x0), axis=1),
+        "student_loglik": mixture_log_likelihood(logp, points, control_variate=False)[:, 0],
+        "correlation": mixture_log_likelihood(logp, points, control_variate=True)[:, 0],
+        "marginal_kl": kl_sum(teacher_logp, mixture_log_marginal(logp)),
+    }
+    return {name: float(jnp.mean(v)) for name, v in values.items()}
+
+
+def one_step_denoise(key: jax.Array, *, process: Process, denoiser: Denoiser, params: Any, x0: jax.Array, t: float,
+                     cond=None) -> jax.Array:
+    """x_t ~ q(. | x0) at time t, then one draw x0' ~ p(. | x_t) (one lambda per row for a mixture).
+
+    Args: key; process; denoiser, params; x0 int32[B, D]; t the noise level; cond None or int[B].
+    Returns: x0' int32[B, D].
+    """
+    batch = x0.shape[0]
+    k_xt, k_lam, k_x0 = jax.random.split(key, 3)
+    tt = jnp.full((batch,), t, jnp.float32)
+    x_t = process.sample_xt(k_xt, x0, tt)
+    logp = denoiser.logprobs(process, params, x_t, tt, denoiser.draw_lam(k_lam, batch), cond)
+    return process.denoise(k_x0, x_t, logp)
