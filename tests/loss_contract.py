@@ -3,6 +3,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from di4c_jax import Denoiser
+
 
 def mlp_apply(params, x, t, lam, cond, *, rngs=None):
     """Tiny MLP denoiser: token embeddings, t and lam -> one tanh layer -> logits [B, D, K]."""
@@ -10,6 +12,11 @@ def mlp_apply(params, x, t, lam, cond, *, rngs=None):
     lam = jnp.zeros((b,)) if lam is None else lam
     h = jnp.concatenate([params["emb"][x].reshape(b, -1), 4 * t[:, None], 4 * lam[:, None]], axis=-1)
     return (jnp.tanh(h @ params["w1"]) @ params["w2"]).reshape(b, x.shape[1], -1)
+
+
+def mlp_denoiser(num_states, mixture=False):
+    """`mlp_apply` as a Denoiser on `num_states` states: a lambda-mixture (mixture=True) or a product."""
+    return Denoiser(mlp_apply, num_states=num_states, mixture=mixture)
 
 
 def assert_jits_once_deterministic_and_teacher_frozen(loss, student, teacher):

@@ -9,6 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import scipy.stats
 
+from di4c_jax import Denoiser
 from di4c_jax.processes import DiscreteGaussian, Masked, Uniform, safe_log
 
 
@@ -33,8 +34,9 @@ def random_law(seed: int, process, dims: int) -> np.ndarray:
     return rng.dirichlet(0.7 * np.ones(data_values(process) ** dims))
 
 
-def oracle_denoiser(process, p0: np.ndarray, dims: int):
-    """apply(params, x_t, t, lam, cond) -> logits [B, D, K] = log p(x0_d | x_t) of p0 under the process, by Bayes."""
+def oracle_denoiser(process, p0: np.ndarray, dims: int) -> Denoiser:
+    """The product Denoiser whose apply(params, x_t, t, lam, cond) -> logits [B, D, K] = log p(x0_d | x_t) of p0
+    under the process, by Bayes (params are ignored)."""
     x0_all = jnp.asarray(all_states(data_values(process), dims))  # [J, D]
     log_p0 = jnp.asarray(np.log(p0), jnp.float32)
     onehot = jax.nn.one_hot(x0_all, process.num_states, dtype=jnp.float32)  # [J, D, K]
@@ -47,7 +49,7 @@ def oracle_denoiser(process, p0: np.ndarray, dims: int):
         post = jax.nn.softmax(log_p0 + lik, axis=-1)
         return safe_log(jnp.einsum("bj,jdk->bdk", post, onehot))
 
-    return apply
+    return Denoiser(apply, num_states=process.num_states, num_positions=dims)
 
 
 def prior_law(process, dims: int) -> np.ndarray:
@@ -70,7 +72,7 @@ def _row_probs(logp: jax.Array, states: np.ndarray) -> np.ndarray:
 
 
 @functools.lru_cache(maxsize=None)
-def _step_logprobs_fn(process, apply, dims: int):
+def _step_logprobs_fn(process, denoiser: Denoiser, dims: int):
     """Jitted (t, s) -> (x0 log-probs, reverse-kernel log-probs) at every one of the K^D states (cached so that
     several chain lengths share one compilation)."""
     xs = jnp.asarray(all_states(process.num_states, dims))
@@ -79,22 +81,23 @@ def _step_logprobs_fn(process, apply, dims: int):
     @jax.jit
     def step_logprobs(t, s):
         t, s = jnp.full((m,), t, jnp.float32), jnp.full((m,), s, jnp.float32)
-        logp = process.x0_logprobs(apply(None, xs, t, None, None), xs)
+        logp = denoiser.logprobs(process, None, xs, t)
         return logp, process.reverse_step_logprobs(xs, logp, t, s)
 
     return step_logprobs
 
 
-def exact_chain_law(process, apply, dims: int, num_steps: int, final: str | None = None) -> np.ndarray:
-    """Exact output law (over K^D states) of the n-step product sampler with denoiser `apply`, by enumeration
+def exact_chain_law(process, denoiser: Denoiser, dims: int, num_steps: int, final: str | None = None) -> np.ndarray:
+    """Exact output law (over K^D states) of the n-step sampler with the product `denoiser`, by enumeration
     with the process's reverse_step_logprobs (the design.md grid and final rule)."""
+    assert not denoiser.mixture, "the enumeration is for product denoisers"
     k = process.num_states
     states = all_states(k, dims)
     grid = np.asarray(process.default_time_grid(num_steps))
     final = process.default_final if final is None else final
     law = prior_law(process, dims)
     m = len(states)
-    step_logprobs = _step_logprobs_fn(process, apply, dims)
+    step_logprobs = _step_logprobs_fn(process, denoiser, dims)
     for i in range(num_steps):
         logp, step_logp = step_logprobs(grid[i], grid[i + 1])
         if i < num_steps - 1:

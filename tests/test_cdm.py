@@ -7,11 +7,12 @@ import numpy as np
 import pytest
 from scipy import stats
 
+from di4c_jax import Denoiser
 from di4c_jax.eval.exact import all_states, empirical_law, state_index
 from di4c_jax.losses.cdm import (CDMConfig, cdm_conditional_loss, cdm_loss, cdm_objective, cdm_times,
                                  student_kernel_logprobs, teacher_chain)
 from di4c_jax.processes import DiscreteGaussian, Masked, Uniform
-from loss_contract import assert_jits_once_deterministic_and_teacher_frozen, mlp_apply
+from loss_contract import assert_jits_once_deterministic_and_teacher_frozen, mlp_denoiser
 
 MASKED = Masked(vocab_size=3)  # K = 4, mask id 3
 D = 3
@@ -31,22 +32,36 @@ def lookup_apply(params, x, t, lam, cond, *, rngs=None):
     return params[idx]
 
 
+def fixed_lambda_student(num_states, num_lambda):
+    """Mixture Denoiser over `lookup_apply` at the fixed lambdas (n + 1/2) / N: row r of a batch (rows repeated
+    b-major, N per item, as `Denoiser.component_logprobs` does) gets lambda ((r mod N) + 1/2) / N whatever lambda it
+    is given, so component n of every item is params[n]."""
+    def apply(params, x, t, lam, cond, *, rngs=None):
+        fixed = (jnp.arange(x.shape[0]) % num_lambda + 0.5) / num_lambda
+        return lookup_apply(params, x, t, fixed, cond)
+    return Denoiser(apply, num_states=num_states, mixture=True)
+
+
+def product_net(num_states):
+    return mlp_denoiser(num_states, mixture=False)
+
+
 def fine_grid(t_hi, t_lo, n):
     return [jnp.float32(t_hi + (t_lo - t_hi) * i / n) if i < n else jnp.float32(t_lo) for i in range(n + 1)]
 
 
 @functools.partial(jax.jit, static_argnums=(0, 1, 5))
-def kernel_logprobs_all(process, apply, params, s_from, s_to, dims):
+def kernel_logprobs_all(process, denoiser, params, s_from, s_to, dims):
     """Per-dimension kernel log-probs [K^D, D, K] of a product denoiser from every state."""
     states = jnp.asarray(all_states(dims, process.num_states))
     t = jnp.full((states.shape[0],), s_from)
-    logp = process.x0_logprobs(apply(params, states, t, None, None), states)
+    logp = denoiser.logprobs(process, params, states, t)
     return process.reverse_step_logprobs(states, logp, t, jnp.full_like(t, s_to))
 
 
-def kernel_matrix(process, apply, params, s_from, s_to, dims):
+def kernel_matrix(process, denoiser, params, s_from, s_to, dims):
     """[K^D, K^D] one-step product kernel of a product denoiser, rows = from-state (float64)."""
-    klog = np.asarray(kernel_logprobs_all(process, apply, params, s_from, s_to, dims), np.float64)
+    klog = np.asarray(kernel_logprobs_all(process, denoiser, params, s_from, s_to, dims), np.float64)
     idx = all_states(dims, process.num_states)
     return np.exp(sum(klog[:, d, idx[:, d]] for d in range(dims)))  # [from, to]
 
@@ -58,7 +73,7 @@ def exact_chain_law(process, params, x_hi, t_hi, t_lo, n):
     law[state_index(np.asarray([x_hi]), process.num_states)[0]] = 1.0
     grid = fine_grid(t_hi, t_lo, n)
     for i in range(n):
-        law = law @ kernel_matrix(process, mlp_apply, params, grid[i], grid[i + 1], dims)
+        law = law @ kernel_matrix(process, product_net(process.num_states), params, grid[i], grid[i + 1], dims)
     return law
 
 
@@ -90,7 +105,9 @@ def cases(default):
 def test_teacher_chain_law_matches_enumeration(process, x_hi, t_hi, t_lo, n):
     params = init_mlp(jax.random.key(0), process.num_states)
     m = 40000
-    chain = jax.jit(lambda k, p, x, hi, lo: teacher_chain(k, mlp_apply, p, process, x, hi, lo, n, m))
+    chain = jax.jit(lambda k, p, x, hi, lo: teacher_chain(k, teacher=product_net(process.num_states), teacher_params=p,
+                                                          process=process, x_hi=x, t_hi=hi, t_lo=lo, num_steps=n,
+                                                          num_samples=m))
     x_lo, last = chain(jax.random.key(1), params, jnp.asarray([x_hi], jnp.int32), jnp.array([t_hi]),
                        jnp.array([t_lo]))
     assert x_lo.shape == (1, m, D) and x_lo.dtype == jnp.int32 and last.shape == (1, m, D, process.num_states)
@@ -139,10 +156,13 @@ def test_product_loss_expectation_is_kl_plus_entropy(process, x_hi, t_hi, t_lo, 
     x_rep = jnp.asarray([x_hi] * rows, jnp.int32)
     t_hi_r, t_lo_r = jnp.full((rows,), t_hi), jnp.full((rows,), t_lo)
     config = CDMConfig(num_teacher_steps=n, num_samples=2, control_variate=control_variate, student_dropout=False)
-    per_item, aux = jax.jit(lambda k: cdm_conditional_loss(k, mlp_apply, student, mlp_apply, teacher, process,
-                                                           x_rep, t_hi_r, t_lo_r, config))(jax.random.key(2))
+    net = product_net(process.num_states)
+    per_item, aux = jax.jit(lambda k: cdm_conditional_loss(
+        k, student=net, student_params=student, teacher=net, teacher_params=teacher, process=process, x_hi=x_rep,
+        t_hi=t_hi_r, t_lo=t_lo_r, config=config))(jax.random.key(2))
     ce = float(jax.jit(lambda s: exact_cross_entropy(law, student_kernel_logprobs(
-        mlp_apply, s, process, x_rep[:1], t_hi_r[:1], t_lo_r[:1], None, None), process.num_states))(student))
+        jax.random.key(0), student=net, student_params=s, process=process, x_hi=x_rep[:1], t_hi=t_hi_r[:1],
+        t_lo=t_lo_r[:1], num_lambda=config.num_lambda), process.num_states))(student))
     entropy = -np.sum(law[law > 0] * np.log(law[law > 0]))
     assert ce > entropy  # KL > 0 for a student unrelated to the teacher
     mean, se = mc_stats(per_item)
@@ -151,10 +171,6 @@ def test_product_loss_expectation_is_kl_plus_entropy(process, x_hi, t_hi, t_lo, 
     assert abs(nll_mean - ce) < 4 * nll_se + 1e-4
     if control_variate:
         assert se < nll_se  # the Rao-Blackwellised marginals reduce the variance
-
-
-def fixed_lambdas(n):
-    return (jnp.arange(n, dtype=jnp.float32)[None] + 0.5) / n
 
 
 @pytest.mark.parametrize("control_variate", [True, False])
@@ -168,19 +184,25 @@ def test_mixture_objective_expectation_and_gradient_with_fixed_lambdas(control_v
     x_one = jnp.asarray([x_hi], jnp.int32)
     ones = jnp.ones((1,))
 
-    def kernel(th):
-        return student_kernel_logprobs(lookup_apply, th, process, x_one, t_hi * ones, t_lo * ones,
-                                       fixed_lambdas(num_lam), None)
+    student = fixed_lambda_student(process.num_states, num_lam)
 
-    x_lo, last = jax.jit(lambda k: teacher_chain(k, mlp_apply, teacher, process, jnp.repeat(x_one, rows, 0),
-                                                 jnp.full((rows,), t_hi), jnp.full((rows,), t_lo), n, 2))(
-        jax.random.key(3))
+    def kernel(th):
+        k = student_kernel_logprobs(jax.random.key(0), student=student, student_params=th, process=process,
+                                    x_hi=x_one, t_hi=t_hi * ones, t_lo=t_lo * ones, num_lambda=num_lam)
+        assert k.shape == (1, num_lam, D, process.num_states)
+        return k
+
+    x_lo, last = jax.jit(lambda k: teacher_chain(
+        k, teacher=product_net(process.num_states), teacher_params=teacher, process=process,
+        x_hi=jnp.repeat(x_one, rows, 0), t_hi=jnp.full((rows,), t_hi), t_lo=jnp.full((rows,), t_lo), num_steps=n,
+        num_samples=2))(jax.random.key(3))
     groups = 50
     x_lo, last = (a.reshape(groups, rows // groups, *a.shape[1:]) for a in (x_lo, last))
 
     def group_loss(th, x_g, last_g):
         k = jnp.broadcast_to(kernel(th), (x_g.shape[0], *kernel(th).shape[1:]))
-        return jnp.mean(cdm_objective(k, x_g, last_g, control_variate)[0])
+        return jnp.mean(cdm_objective(student_kernel=k, x_lo=x_g, teacher_last_kernel=last_g,
+                                      control_variate=control_variate)[0])
 
     exact, exact_grad = jax.jit(jax.value_and_grad(
         lambda th: exact_cross_entropy(law, kernel(th), process.num_states)))(theta)
@@ -203,13 +225,17 @@ def test_product_gradient_unbiased_through_loss():
     x_rep = jnp.asarray([x_hi] * rows, jnp.int32)
     t_hi_r, t_lo_r = jnp.full((rows,), t_hi), jnp.full((rows,), t_lo)
     config = CDMConfig(num_teacher_steps=n, num_samples=1, student_dropout=False)
+    student = Denoiser(lookup_apply, num_states=process.num_states)  # a product: lam=None, component 0
 
     def group_loss(th, key):
-        return jnp.mean(cdm_conditional_loss(key, lookup_apply, th, mlp_apply, teacher, process, x_rep, t_hi_r,
-                                             t_lo_r, config)[0])
+        return jnp.mean(cdm_conditional_loss(key, student=student, student_params=th,
+                                             teacher=product_net(process.num_states), teacher_params=teacher,
+                                             process=process, x_hi=x_rep, t_hi=t_hi_r, t_lo=t_lo_r,
+                                             config=config)[0])
 
     def exact_ce(th):
-        k = student_kernel_logprobs(lookup_apply, th, process, x_rep[:1], t_hi_r[:1], t_lo_r[:1], None, None)
+        k = student_kernel_logprobs(jax.random.key(0), student=student, student_params=th, process=process,
+                                    x_hi=x_rep[:1], t_hi=t_hi_r[:1], t_lo=t_lo_r[:1], num_lambda=config.num_lambda)
         return exact_cross_entropy(law, k, process.num_states)
 
     exact_grad = np.asarray(jax.jit(jax.grad(exact_ce))(theta)).reshape(-1)
@@ -220,18 +246,20 @@ def test_product_gradient_unbiased_through_loss():
     np.testing.assert_array_less(np.abs(g_mean - exact_grad), 4.5 * g_se + 2e-3)
 
 
-MODES = [dict(mode="one_step"),
-         dict(mode="few_step", num_student_steps=3, student_mixture=True, teacher_is_mixture=True, num_lambda=4)]
+MODES = [(False, dict(mode="one_step")),
+         (True, dict(mode="few_step", num_student_steps=3, num_lambda=4))]  # True: mixture student and teacher
 
 
-@pytest.mark.parametrize("overrides", MODES)
-def test_loss_jits_once_deterministic_and_teacher_gets_no_gradient(overrides):
+@pytest.mark.parametrize("mixture, overrides", MODES)
+def test_loss_jits_once_deterministic_and_teacher_gets_no_gradient(mixture, overrides):
     teacher = init_mlp(jax.random.key(0), MASKED.num_states)
     student = init_mlp(jax.random.key(1), MASKED.num_states)
     config = CDMConfig(num_teacher_steps=4, num_samples=3, **overrides)
     x0 = jax.random.randint(jax.random.key(2), (5, D), 0, 3)
+    net = mlp_denoiser(MASKED.num_states, mixture=mixture)
     assert_jits_once_deterministic_and_teacher_frozen(
-        lambda key, s, t: cdm_loss(key, mlp_apply, s, mlp_apply, t, MASKED, x0, config)[0], student, teacher)
+        lambda key, s, t: cdm_loss(key, student=net, student_params=s, teacher=net, teacher_params=t, process=MASKED,
+                                   x0=x0, config=config)[0], student, teacher)
 
 
 def test_few_step_times_are_consecutive_coarse_grid_points():
@@ -251,8 +279,9 @@ def test_bad_inputs_raise():
     with pytest.raises(ValueError, match="num_samples"):
         CDMConfig(num_samples=0)
     params = init_mlp(jax.random.key(0), MASKED.num_states)
+    net = product_net(MASKED.num_states)
+    nets = dict(student=net, student_params=params, teacher=net, teacher_params=params, process=MASKED)
     with pytest.raises(ValueError, match="x0 must be int"):
-        cdm_loss(jax.random.key(0), mlp_apply, params, mlp_apply, params, MASKED, jnp.zeros((3,), jnp.int32),
-                 CDMConfig())
+        cdm_loss(jax.random.key(0), **nets, x0=jnp.zeros((3,), jnp.int32), config=CDMConfig())
     with pytest.raises(ValueError, match="outside"):
-        cdm_loss(jax.random.key(0), mlp_apply, params, mlp_apply, params, MASKED, np.full((2, D), 7), CDMConfig())
+        cdm_loss(jax.random.key(0), **nets, x0=np.full((2, D), 7), config=CDMConfig())

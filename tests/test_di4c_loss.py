@@ -7,12 +7,14 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from di4c_jax.losses import Di4CConfig, di4c_config, di4c_loss, di4c_objective, sample_components
-from di4c_jax.losses.di4c import _draw_times, _small_time_distillation, _teacher_marginal_and_steps
+from di4c_jax import Denoiser
+from di4c_jax.losses import (MaskGITRecipe, SDTTRecipe, TauLDRRecipe, di4c_config, di4c_loss, di4c_objective,
+                             sample_components)
+from di4c_jax.losses.di4c import _small_time_distillation, _teacher_marginal_and_steps
 from di4c_jax.processes import DiscreteGaussian, Masked
 
 N, M, D, K = 3, 2, 3, 3
-jit_objective = jax.jit(di4c_objective, static_argnames="control_variate")
+jit_objective = jax.jit(di4c_objective, static_argnames="control_variate")  # keyword-only arguments
 
 
 def log_softmax_np(logits):
@@ -50,10 +52,11 @@ def kl(p, q):
 
 
 def objective_at(logp_t, x0, logp_teacher, logp_u, x_hat, time_coeff=1.0, w_distil=0.0, w_consis=1.0, cv=True):
-    one = lambda v: jnp.full((logp_t.shape[0],), v, jnp.float32)
-    return jit_objective(jnp.asarray(logp_t, jnp.float32), jnp.asarray(x0), jnp.asarray(logp_teacher, jnp.float32),
-                          jnp.asarray(logp_u, jnp.float32), jnp.asarray(x_hat), one(time_coeff), one(w_distil),
-                          one(w_consis), control_variate=cv)
+    one = lambda v: jnp.broadcast_to(jnp.asarray(v, jnp.float32), (logp_t.shape[0],))
+    return jit_objective(logp_t=jnp.asarray(logp_t, jnp.float32), x0=jnp.asarray(x0),
+                         logp_teacher_t=jnp.asarray(logp_teacher, jnp.float32), logp_u=jnp.asarray(logp_u, jnp.float32),
+                         x_hat=jnp.asarray(x_hat), time_coeff=one(time_coeff), w_distil=one(w_distil),
+                         w_consis=one(w_consis), control_variate=cv)
 
 
 @pytest.fixture
@@ -104,7 +107,7 @@ def test_control_variate_lowers_variance():
     base = rng.normal(size=(1, 1, dims, classes))
     logp_t = log_softmax_np(base + 0.3 * rng.normal(size=(1, n, dims, classes)))
     logp_u = log_softmax_np(base + 0.3 * rng.normal(size=(1, m, dims, classes)))
-    x_hat = jax.jit(jax.vmap(lambda k: sample_components(k, jnp.asarray(logp_u, jnp.float32))))(
+    x_hat = jax.jit(jax.vmap(lambda k: sample_components(k, logp=jnp.asarray(logp_u, jnp.float32))))(
         jax.random.split(jax.random.key(0), draws))
     consis = lambda cv: jax.jit(jax.vmap(lambda xh: objective_at(logp_t, xh[:, 0], logp_t[:, 0], logp_u, xh,
                                                                  cv=cv)[1]["consis"]))(x_hat)
@@ -118,7 +121,8 @@ def test_control_variate_lowers_variance():
 
 
 def test_single_product_component_reduces_to_product_kls():
-    """N = M = 1: F - G = 0 for every x, so every term is a product KL, whatever x0 and x_hat are."""
+    """N = M = 1: F - G = 0 for every x, so every term is a product KL, whatever x0 and x_hat are. aux['distil'] is
+    the distillation term's weighted share of the loss (w_distil = 0.5 times the teacher KL)."""
     rng = np.random.default_rng(2)
     logp_t, logp_u, logp_teacher = (log_softmax_np(rng.normal(size=(2, 1, D, K))) for _ in range(3))
     x0, x_hat = rng.integers(0, K, size=(2, D)), rng.integers(0, K, size=(2, 1, D))
@@ -127,8 +131,37 @@ def test_single_product_component_reduces_to_product_kls():
     kl_teacher, kl_comp = pkl(logp_teacher[:, 0], logp_t[:, 0]), pkl(logp_u[:, 0], logp_t[:, 0])
     np.testing.assert_allclose(aux["data_cor"], 0.0, atol=1e-5)
     np.testing.assert_allclose(aux["consis_cor"], 0.0, atol=1e-5)
-    np.testing.assert_allclose(aux["distil"], kl_teacher.mean(), rtol=1e-5)
+    np.testing.assert_allclose(aux["distil"], 0.5 * kl_teacher.mean(), rtol=1e-5)
     np.testing.assert_allclose(loss, (1.5 * kl_teacher + kl_comp).mean(), rtol=1e-5)
+
+
+def test_aux_terms_are_weighted_shares_that_sum_to_the_loss():
+    """distil = mean_B(w_distil KL), consis = mean_B(w_consis (consis_cor + consis_ind)), data = mean_B(time_coeff
+    data_cor + data_ind) and loss = distil + data + consis, with per-item weights (each item's unweighted terms come
+    from the same objective at unit weights on that item alone); w_distil=None gives distil = 0."""
+    rng = np.random.default_rng(3)
+    batch = 3
+    logp_t = log_softmax_np(1.5 * rng.normal(size=(batch, N, D, K)))
+    logp_u = log_softmax_np(1.5 * rng.normal(size=(batch, M, D, K)))
+    logp_teacher = log_softmax_np(rng.normal(size=(batch, D, K)))
+    x0, x_hat = rng.integers(0, K, size=(batch, D)), rng.integers(0, K, size=(batch, M, D))
+    time_coeff, w_distil, w_consis = np.array([0.2, 0.7, 1.0]), np.array([0.0, 2.0, 0.5]), np.array([1.0, 0.0, 0.3])
+    _, aux = objective_at(logp_t, x0, logp_teacher, logp_u, x_hat, time_coeff, w_distil, w_consis)
+    items = [objective_at(logp_t[i:i + 1], x0[i:i + 1], logp_teacher[i:i + 1], logp_u[i:i + 1], x_hat[i:i + 1],
+                          w_distil=1.0)[1] for i in range(batch)]
+    per = {k: np.array([float(a[k]) for a in items]) for k in ("distil", "data_cor", "data_ind", "consis")}
+    np.testing.assert_allclose(aux["distil"], np.mean(w_distil * per["distil"]), rtol=1e-5)
+    np.testing.assert_allclose(aux["consis"], np.mean(w_consis * per["consis"]), rtol=1e-5)
+    np.testing.assert_allclose(aux["data"], np.mean(time_coeff * per["data_cor"] + per["data_ind"]), rtol=1e-5)
+    np.testing.assert_allclose(aux["data_cor"], per["data_cor"].mean(), rtol=1e-5)  # unweighted batch means
+    np.testing.assert_allclose(aux["loss"], aux["distil"] + aux["data"] + aux["consis"], rtol=1e-6)
+    one = lambda v: jnp.full((batch,), v, jnp.float32)
+    _, aux_none = jax.jit(di4c_objective)(logp_t=jnp.asarray(logp_t, jnp.float32), x0=jnp.asarray(x0),
+                                          logp_teacher_t=jnp.asarray(logp_teacher, jnp.float32),
+                                          logp_u=jnp.asarray(logp_u, jnp.float32), x_hat=jnp.asarray(x_hat),
+                                          time_coeff=one(0.5), w_distil=None, w_consis=one(1.0))
+    assert float(aux_none["distil"]) == 0.0
+    np.testing.assert_allclose(aux_none["loss"], aux_none["data"] + aux_none["consis"], rtol=1e-6)
 
 
 def test_objective_gradients_only_through_student_t_side(toy):
@@ -139,7 +172,8 @@ def test_objective_gradients_only_through_student_t_side(toy):
     w = jnp.ones((1,))
 
     def loss(lt, lteach, lu):
-        return di4c_objective(lt, x0, lteach, lu, x_hat, w, w, w)[0]
+        return di4c_objective(logp_t=lt, x0=x0, logp_teacher_t=lteach, logp_u=lu, x_hat=x_hat, time_coeff=w,
+                              w_distil=w, w_consis=w)[0]
 
     g_t, g_teacher, g_u = jax.jit(jax.grad(loss, argnums=(0, 1, 2)))(*args)
     assert np.all(np.asarray(g_teacher) == 0) and np.all(np.asarray(g_u) == 0)
@@ -169,7 +203,7 @@ def init_denoiser(key, num_states):
     return {name: jax.random.normal(k, s) for k, (name, s) in zip(keys, shapes.items())} | {"probe": jnp.zeros(())}
 
 
-def denoiser(params, x, t, lam, cond, *, rngs=None):
+def denoiser_apply(params, x, t, lam, cond, *, rngs=None):
     """Embedding of x_t plus time, lambda and class features, one cross-position mixing, dropout when rngs given.
     `probe` only acts in deterministic passes (rngs=None): with student_dropout that is the u-side target pass."""
     h = params["emb"][x] + t[:, None, None] * params["t_w"]
@@ -186,12 +220,18 @@ def denoiser(params, x, t, lam, cond, *, rngs=None):
     return logits
 
 
+def net(process, mixture, apply=denoiser_apply):
+    """`apply` as a Denoiser on `process`'s states: a lambda-mixture (mixture=True) or a product."""
+    return Denoiser(apply, num_states=process.num_states, mixture=mixture, num_classes=NUM_CLASSES)
+
+
 def setup(preset, **overrides):
+    """(process, recipe, student params, teacher params, x0, cond); the student Denoiser is net(process, True)."""
     process = PROCESSES[preset]
     config = di4c_config(preset, num_lambda=4, num_composition=3, **overrides)
     k_s, k_t, k_x, k_c = jax.random.split(jax.random.key(1), 4)
     student, teacher = init_denoiser(k_s, process.num_states), init_denoiser(k_t, process.num_states)
-    vocab = process.num_states - 1 if isinstance(process, Masked) else process.num_states
+    vocab = process.num_states - 1 if process.absorbing else process.num_states
     x0 = jax.random.randint(k_x, (BATCH, DIMS), 0, vocab)
     cond = jax.random.randint(k_c, (BATCH,), 0, NUM_CLASSES)
     return process, config, student, teacher, x0, cond
@@ -200,24 +240,26 @@ def setup(preset, **overrides):
 slow = pytest.mark.slow
 
 
-@pytest.mark.parametrize("preset, overrides, with_grad, key_impl", [
-    ("tauldr", {}, True, "rbg"), ("sdtt", {}, False, "rbg"), ("maskgit", {}, False, "rbg"),
-    pytest.param("sdtt", {}, True, "threefry2x32", marks=slow),
-    pytest.param("maskgit", {}, True, "threefry2x32", marks=slow),
-    pytest.param("sdtt", {"teacher_is_mixture": True, "control_variate": False}, True, "rbg", marks=slow),
-    pytest.param("maskgit", {"teacher_is_mixture": True, "student_dropout": False}, True, "rbg", marks=slow)])
-def test_jit_compiles_once_deterministic_and_gradients(preset, overrides, with_grad, key_impl):
+@pytest.mark.parametrize("preset, overrides, teacher_mixture, with_grad, key_impl", [
+    ("tauldr", {}, False, True, "rbg"), ("sdtt", {}, False, False, "rbg"), ("maskgit", {}, False, False, "rbg"),
+    pytest.param("sdtt", {}, False, True, "threefry2x32", marks=slow),
+    pytest.param("maskgit", {}, False, True, "threefry2x32", marks=slow),
+    pytest.param("sdtt", {"control_variate": False}, True, True, "rbg", marks=slow),
+    pytest.param("maskgit", {"student_dropout": False}, True, True, "rbg", marks=slow)])
+def test_jit_compiles_once_deterministic_and_gradients(preset, overrides, teacher_mixture, with_grad, key_impl):
     """One jitted loss (with_grad: value_and_grad) per preset, process, config and denoisers closed over: traced
     once for several keys and parameter values, deterministic per key; zero teacher gradient and no gradient from
     the u-side target pass. (Each compile takes seconds on CPU, so two presets check gradients only with --runslow;
     tauldr, which has the extra small-time distillation pass, always does. The default runs use 'rbg' keys, which
     compile about 2x faster on CPU than threefry; the loss is agnostic to the key implementation.)"""
     process, config, student, teacher, x0, cond = setup(preset, **overrides)
+    student_net, teacher_net = net(process, True), net(process, teacher_mixture)
     traces = []
 
     def loss_fn(sp, tp, key):
         traces.append(1)
-        return di4c_loss(key, denoiser, sp, denoiser, tp, process, x0, config, cond)
+        return di4c_loss(key, student=student_net, student_params=sp, teacher=teacher_net, teacher_params=tp,
+                         process=process, x0=x0, config=config, cond=cond)
 
     if with_grad:
         step = jax.jit(jax.value_and_grad(loss_fn, argnums=(0, 1), has_aux=True))
@@ -245,13 +287,39 @@ def test_jit_compiles_once_deterministic_and_gradients(preset, overrides, with_g
             assert float(g_student["probe"]) == 0.0
 
 
+# sdtt / maskgit overrides that put about half of the batch in the distillation region, so that both weighted
+# shares are non-zero in the draws below (with the reference distil_time 0.02 the SUBS copy distributions make the
+# sdtt KL 0 on a 6-token sequence, and r_delta 0.05 rarely puts a maskgit item there)
+SHARE_OVERRIDES = {"tauldr": {}, "sdtt": {"distil_prob": 0.5, "distil_time": 0.5}, "maskgit": {"r_delta": 0.5}}
+
+
+@pytest.mark.parametrize("preset", ["tauldr", "sdtt", "maskgit"])
+def test_loss_is_the_sum_of_the_distil_data_and_consis_shares(preset):
+    """Every recipe: aux['loss'] = aux['distil'] + aux['data'] + aux['consis'], each term's weighted share of the
+    loss (tauldr: distil is the small-time batch's KL, weight 1)."""
+    process, config, student, teacher, x0, cond = setup(preset, **SHARE_OVERRIDES[preset])
+    loss_fn = jax.jit(lambda key: di4c_loss(key, student=net(process, True), student_params=student,
+                                            teacher=net(process, False), teacher_params=teacher, process=process,
+                                            x0=x0, config=config, cond=cond))
+    shares = []
+    for seed in range(4):
+        loss, aux = loss_fn(rbg_key(seed))
+        assert float(loss) == float(aux["loss"])
+        total = aux["distil"] + aux["data"] + aux["consis"]
+        # the weighted shares (not unweighted means), to float32 rounding (a mean of sums vs a sum of means)
+        np.testing.assert_allclose(aux["loss"], total, rtol=1e-6)
+        shares.append((float(aux["distil"]), float(aux["consis"])))
+    assert max(d for d, _ in shares) > 0 and max(c for _, c in shares) > 0  # both weighted shares were exercised
+
+
 def test_mixture_teacher_marginal_reduces_to_product_when_lambda_is_ignored():
-    process, config, _, teacher, x0, cond = setup("sdtt", teacher_is_mixture=True)
+    process, config, _, teacher, x0, cond = setup("sdtt")
     t, u = jnp.full((BATCH,), 0.5), jnp.full((BATCH,), 0.5 - 1 / 1024)
     x_t = process.sample_xt(rbg_key(2), x0, t)
-    ignore_lam = lambda p, x, t, lam, c, *, rngs=None: denoiser(p, x, t, None, c)
-    mix_marg, x_u = jax.jit(lambda k: _teacher_marginal_and_steps(k, ignore_lam, teacher, process, x_t, t, u, cond,
-                                                                  config))(rbg_key(3))
+    ignore_lam = lambda p, x, t, lam, c, *, rngs=None: denoiser_apply(p, x, t, None, c)
+    mixture_teacher = net(process, True, ignore_lam)
+    mix_marg, x_u = jax.jit(lambda k: _teacher_marginal_and_steps(k, mixture_teacher, teacher, process, x_t, t, u,
+                                                                  cond, config))(rbg_key(3))
     prod_marg = process.x0_logprobs(ignore_lam(teacher, x_t, t, None, cond), x_t)
     np.testing.assert_allclose(mix_marg, prod_marg, atol=1e-5)
     assert x_u.shape == (BATCH, 3, DIMS)
@@ -260,9 +328,10 @@ def test_mixture_teacher_marginal_reduces_to_product_when_lambda_is_ignored():
 def test_tauldr_mixture_teacher_distils_component_to_component():
     """di4c^2 with the tauldr recipe: teacher and student components share lambda in the small-time batch, so a
     student equal to its mixture teacher has distillation term exactly 0; a different student has a positive one."""
-    process, config, student, teacher, x0, cond = setup("tauldr", teacher_is_mixture=True, student_dropout=False)
-    assert config.teacher_is_mixture
-    distil = jax.jit(lambda k, s: _small_time_distillation(k, denoiser, s, denoiser, teacher, process, x0, cond,
+    process, config, student, teacher, x0, cond = setup("tauldr", student_dropout=False)
+    mixture = net(process, True)
+    assert mixture.mixture
+    distil = jax.jit(lambda k, s: _small_time_distillation(k, mixture, s, mixture, teacher, process, x0, cond,
                                                            config))
     np.testing.assert_allclose(np.asarray(distil(rbg_key(4), teacher)), 0.0, atol=1e-6)
     assert float(np.min(np.asarray(distil(rbg_key(4), student)))) > 1e-3
@@ -275,8 +344,8 @@ def test_maskgit_teacher_step_reveals_scheduled_count():
     r = jnp.linspace(0.0, 0.97, batch)
     t, u = 1.0 - r, 1.0 - jnp.minimum(r + config.r_delta, 1.0)
     x_t = process.sample_xt(rbg_key(5), x0, t)
-    _, x_u = jax.jit(lambda k: _teacher_marginal_and_steps(k, denoiser, teacher, process, x_t, t, u, None, config))(
-        rbg_key(6))
+    _, x_u = jax.jit(lambda k: _teacher_marginal_and_steps(k, net(process, False), teacher, process, x_t, t, u, None,
+                                                           config))(rbg_key(6))
     n_masked = np.asarray(x_t == process.mask_id).sum(1)
     gamma_next = (2 / np.pi) * np.arccos(np.minimum(np.asarray(r) + 0.05, 1.0))
     reveal = np.clip(np.trunc((1 - gamma_next) * dims - (dims - n_masked)), 0, n_masked)
@@ -288,16 +357,20 @@ def test_maskgit_teacher_step_reveals_scheduled_count():
 
 
 def test_time_draws_per_scheme():
-    draw_times = jax.jit(_draw_times, static_argnums=(1, 2))
     batch = 20000
-    t, u, coeff, w_d, w_c = map(np.asarray, draw_times(rbg_key(0), di4c_config("tauldr"), batch))
+
+    def draw(key, recipe):
+        return jax.jit(lambda k: recipe.draw_times(k, batch))(key)
+
+    t, u, coeff, w_d, w_c = draw(rbg_key(0), di4c_config("tauldr"))
+    t, u, coeff, w_c = map(np.asarray, (t, u, coeff, w_c))
     delta = t - u
     assert delta.min() >= 1e-3 - 1e-6 and delta.max() <= 1e-2 + 1e-6 and u.min() >= 0.01 - 1e-6 and t.max() <= 1
     assert abs(np.log(delta).mean() - 0.5 * (np.log(1e-3) + np.log(1e-2))) < 0.03  # log-uniform midpoint
-    assert np.all(w_d == 0) and np.all(w_c == 1)
+    assert w_d is None and np.all(w_c == 1)  # tauldr: no same-x_t distillation term (its own small-time batch)
     np.testing.assert_allclose(coeff, 1 / (1 + np.exp(-20 * (t - 0.5))), rtol=1e-5)
 
-    t, u, coeff, w_d, w_c = map(np.asarray, draw_times(rbg_key(1), di4c_config("sdtt"), batch))
+    t, u, coeff, w_d, w_c = map(np.asarray, draw(rbg_key(1), di4c_config("sdtt")))
     grid = t * 1024
     np.testing.assert_allclose(grid, np.round(grid), atol=1e-3)
     assert grid.min() >= 1 and grid.max() <= 1024
@@ -307,7 +380,7 @@ def test_time_draws_per_scheme():
     np.testing.assert_array_equal(w_c, 1 - w_d)
     np.testing.assert_allclose(coeff, 0.1 / (1 + np.exp(-20 * (t - 0.5))), rtol=1e-5)
 
-    t, u, coeff, w_d, w_c = map(np.asarray, draw_times(rbg_key(2), di4c_config("maskgit"), batch))
+    t, u, coeff, w_d, w_c = map(np.asarray, draw(rbg_key(2), di4c_config("maskgit")))
     r = 1 - t
     np.testing.assert_allclose(u, 1 - np.minimum(r + 0.05, 1), atol=1e-6)
     np.testing.assert_allclose(w_d, 20.0 * (r >= 0.95), atol=1e-4)
@@ -318,19 +391,39 @@ def test_time_draws_per_scheme():
 
 def test_bad_inputs_raise_clear_errors():
     process, config, student, teacher, x0, cond = setup("sdtt")
-    call = lambda x, c=None: di4c_loss(jax.random.key(0), denoiser, student, denoiser, teacher, process, x, config, c)
+    kw = dict(student=net(process, True), student_params=student, teacher=net(process, False), teacher_params=teacher)
+    call = lambda x, c=None: di4c_loss(jax.random.key(0), **kw, process=process, x0=x, config=config, cond=c)
     with pytest.raises(ValueError, match="x0 must be int"):
         call(x0[0])
     with pytest.raises(ValueError, match="outside"):
         call(np.full((BATCH, DIMS), process.num_states, np.int32))
     with pytest.raises(ValueError, match="cond must be"):
         call(x0, cond[:2])
-    with pytest.raises(ValueError, match="masked process"):
-        di4c_loss(jax.random.key(0), denoiser, student, denoiser, teacher, PROCESSES["tauldr"], x0,
-                  di4c_config("maskgit"))
-    with pytest.raises(ValueError, match="unknown Di4C preset"):
+    with pytest.raises(TypeError, match="maskgit.*absorbing"):
+        di4c_loss(jax.random.key(0), **kw, process=PROCESSES["tauldr"], x0=x0, config=di4c_config("maskgit"))
+    with pytest.raises(ValueError, match="unknown Di4C recipe"):
         di4c_config("cifar")
-    with pytest.raises(ValueError, match="unknown Di4CConfig field"):
+    with pytest.raises(ValueError, match="num_lambdas"):
         di4c_config("sdtt", num_lambdas=8)
     assert di4c_config("maskgit").num_samples_composition == 32 and isinstance(hash(di4c_config("sdtt")), int)
-    assert Di4CConfig(scheme="sdtt", num_lambda=8, num_composition=2).num_samples_composition == 2
+    assert SDTTRecipe(num_lambda=8, num_composition=2).num_samples_composition == 2
+
+
+def test_config_field_of_another_recipe_or_none_is_an_error_naming_it():
+    with pytest.raises(ValueError, match=r"'num_time_bins'.*belongs to the sdtt recipe"):
+        di4c_config("tauldr", num_time_bins=32)
+    with pytest.raises(ValueError, match=r"'sampler_steps'.*belongs to the maskgit recipe"):
+        di4c_config("sdtt", sampler_steps=4)
+    with pytest.raises(ValueError, match=r"'foo'"):
+        di4c_config("maskgit", foo=1)
+    assert di4c_config("sdtt", num_time_bins=32).num_time_bins == 32
+    assert di4c_config("maskgit", sampler_steps=4).sampler_steps == 4
+
+
+def test_recipe_class_defaults_are_the_reference_presets():
+    for cls, name, num_lambda, scale in [(TauLDRRecipe, "tauldr", 16, 1.0), (SDTTRecipe, "sdtt", 16, 0.1),
+                                         (MaskGITRecipe, "maskgit", 32, 0.1)]:
+        recipe = cls()
+        assert (recipe.name, recipe.num_lambda, recipe.time_coeff_scale) == (name, num_lambda, scale)
+        assert di4c_config(name) == recipe and type(di4c_config(name)) is cls
+    assert TauLDRRecipe.small_time_distillation and not SDTTRecipe.small_time_distillation

@@ -111,3 +111,4 @@ def test_cpu_size_shrinks_the_model_and_rejects_unknown_sizes(module):
     assert cpu.data == default.data and cpu.process == default.process
     with pytest.raises(ValueError, match="unknown size"):
         module.get_config("gpu")
+

@@ -5,9 +5,10 @@ import json
 import numpy as np
 import pytest
 
-from experiments import bench, diagnose, report, stages
+from experiments import bench, diagnose, report
 from experiments.configs import compare, quickstart
 from experiments.run import run
+from experiments.spec import resolve
 
 pytestmark = pytest.mark.slow
 
@@ -98,7 +99,7 @@ def test_multi_round_sdtt_doubles_the_step_and_samples_the_first_and_last_round(
     config.progress, config.teacher_workdir = False, str(workdir)
     config.distill.update(steps=2, batch_size=8, checkpoint_every=2, log_every=1, rounds=3)
     config.sample.update(teacher_steps=(), hybrid=())
-    dts = [stages.distillation_objective(config.distill, r)[1].dt for r in (1, 2, 3)]
+    dts = [resolve(config).distill.config(r).dt for r in (1, 2, 3)]
     np.testing.assert_allclose(dts, [1 / 64, 2 / 64, 4 / 64])
     results = run(config, tmp_path)
     assert all((tmp_path / name / "checkpoints").exists() for name in ("student", "student2", "student3"))

@@ -30,17 +30,19 @@ def setup():
     assert jax.device_count() == DEVICES, "tests/conftest.py must force 8 host devices before jax is imported"
     k_teacher, k_student, k_data = jax.random.split(jax.random.key(0), 3)
     size = dict(num_states=PROCESS.num_states, num_positions=D)
-    teacher_apply, teacher_params = build_denoiser(model_config("mlp-tiny", **size), k_teacher)
-    student_apply, student_params = build_denoiser(model_config("mlp-tiny", lam_style="embed", **size), k_student)
+    teacher, teacher_params = build_denoiser(model_config("mlp-tiny", **size), k_teacher)
+    student, student_params = build_denoiser(model_config("mlp-tiny", lam_style="embed", **size), k_student)
+    assert student.mixture and not teacher.mixture
     x0 = jax.random.randint(k_data, (DEVICES * PER_DEVICE, D), 0, VOCAB, jnp.int32)
-    return dict(student_apply=student_apply, teacher_apply=teacher_apply, student_params=student_params,
-                teacher_params=teacher_params, x0=x0)
+    return dict(student=student, teacher=teacher, student_params=student_params, teacher_params=teacher_params,
+                x0=x0)
 
 
 def _loss_fn(s, config):
     """(key, student_params, x0 [B, D]) -> (loss, aux): di4c_loss with everything else closed over."""
-    return lambda key, params, x0: di4c_loss(key, s["student_apply"], params, s["teacher_apply"],
-                                             s["teacher_params"], PROCESS, x0, config)
+    return lambda key, params, x0: di4c_loss(key, student=s["student"], student_params=params, teacher=s["teacher"],
+                                             teacher_params=s["teacher_params"], process=PROCESS, x0=x0,
+                                             config=config)
 
 
 def _value_and_grad(s, config):

@@ -98,7 +98,7 @@ def test_sample_components_frequencies_and_support():
     logp[0, 1, 0, 2] = NEG_INF
     logp = logp - np.log(np.exp(logp).sum(-1, keepdims=True))
     draws = 20000
-    x = sample_components(jax.random.key(0), jnp.broadcast_to(jnp.asarray(logp, jnp.float32), (draws, 2, 2, K)))
+    x = sample_components(jax.random.key(0), logp=jnp.broadcast_to(jnp.asarray(logp, jnp.float32), (draws, 2, 2, K)))
     assert x.dtype == jnp.int32 and x.shape == (draws, 2, 2)
     freq = np.stack([(np.asarray(x) == k).mean(0) for k in range(K)], -1)
     np.testing.assert_allclose(freq, np.exp(logp[0]), atol=0.015)  # ~4 sigma at n = 20000

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from di4c_jax.models import (abstract_params, build_apply, build_denoiser, init_student_from_teacher,
+from di4c_jax import Denoiser
+from di4c_jax.models import (MODEL_KINDS, abstract_params, build_denoiser, init_student_from_teacher, make_denoiser,
                              model_config, param_count, truncated_logistic_logits)
 from di4c_jax.models.dit import DiTBlock, apply_rotary, attention, rotary_tables
 
@@ -38,12 +39,12 @@ def _cfg(which, **overrides):
 def _built(which, lam_style=None):
     """(config, jitted apply, params), built once per session: parameter init compiles slowly on CPU."""
     cfg = _cfg(which, lam_style=lam_style)
-    apply, params = build_denoiser(cfg, jax.random.key(0))
-    return cfg, jax.jit(apply), params
+    denoiser, params = build_denoiser(cfg, jax.random.key(0))
+    return cfg, jax.jit(denoiser.apply), params
 
 
 def _eager(which, lam_style=None):
-    return build_apply(_cfg(which, lam_style=lam_style))
+    return make_denoiser(_cfg(which, lam_style=lam_style)).apply
 
 
 def _inputs(cfg, key=jax.random.key(1)):
@@ -234,7 +235,7 @@ def test_unet_probabilities_normalise(which):
 def test_bf16_compute_returns_float32(which, lam_style):
     cfg, apply32, params = _built(which, lam_style)
     cfg16 = _cfg(which, lam_style=lam_style, compute_dtype="bfloat16")
-    apply16 = jax.jit(build_apply(cfg16))  # the same params serve both dtypes (params are always float32)
+    apply16 = jax.jit(make_denoiser(cfg16).apply)  # the same params serve both dtypes (params are always float32)
     assert all(v.dtype == jnp.float32 for v in jax.tree.leaves(abstract_params(cfg16)))
     params = _perturb(params, jax.random.key(1), scale=0.1)
     x, t = _inputs(cfg)
@@ -250,6 +251,36 @@ def test_bf16_compute_returns_float32(which, lam_style):
 
 @pytest.mark.slow
 def test_paper_size_param_counts():
-    assert abs(param_count("dit-small") - 169.6e6) < 0.1e6              # reference-masked.md A3
+    assert abs(param_count("dit-small") - 169.6e6) < 0.1e6              # sony/di4c:sdtt/src/sdtt/models/dit_orig.py
     assert param_count(dict(name="dit-small", lam_style="token")) - param_count("dit-small") == 460032 + 12 * 12
     assert abs(param_count("unet-cifar10") - 35.7e6) < 0.1e6            # the DDPM CIFAR-10 U-Net
+
+
+@pytest.mark.parametrize("which,lam_style,want", [
+    ("mlp", None, dict(mixture=False, num_states=5, num_positions=6, num_classes=0)),
+    ("mlp", "embed", dict(mixture=True, num_states=5, num_positions=6, num_classes=0)),
+    ("dit", None, dict(mixture=False, num_states=7, num_positions=6, num_classes=0)),
+    ("dit", "token", dict(mixture=True, num_states=7, num_positions=6, num_classes=0)),
+    ("dit_class", "embed", dict(mixture=True, num_states=7, num_positions=6, num_classes=4)),
+])
+def test_make_denoiser_metadata(which, lam_style, want):
+    den = make_denoiser(_cfg(which, lam_style=lam_style))
+    assert isinstance(den, Denoiser)
+    assert dict(mixture=den.mixture, num_states=den.num_states, num_positions=den.num_positions,
+                num_classes=den.num_classes) == want
+    assert den.null_class == want["num_classes"]
+    assert (den.draw_lam(jax.random.key(0), B) is None) == (not want["mixture"])
+    # make_denoiser builds abstractly: its apply runs the params that build_denoiser / init_params allocate.
+    cfg, f, params = _built(which, lam_style)
+    x, t = _inputs(cfg)
+    lam = den.draw_lam(jax.random.key(1), B)
+    np.testing.assert_allclose(den(params, x, t, lam), f(params, x, t, lam, None), rtol=1e-5, atol=1e-5)
+
+
+def test_build_denoiser_returns_a_denoiser_and_kinds_are_registered():
+    den, params = build_denoiser(_cfg("mlp", lam_style="embed"), jax.random.key(0))
+    assert isinstance(den, Denoiser) and den.mixture and den.num_states == 5
+    assert jax.tree.structure(params) == jax.tree.structure(abstract_params(_cfg("mlp", lam_style="embed")))
+    assert {"mlp", "dit", "unet"} <= set(MODEL_KINDS.names())
+    with pytest.raises(ValueError, match="kind"):
+        make_denoiser(dict(kind="no-such-kind", num_states=3))

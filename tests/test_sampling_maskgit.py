@@ -1,14 +1,19 @@
 """MaskGIT confidence sampler: reference schedule, exact reveal counts, guidance ramp, mixture lam, jit."""
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from di4c_jax.sampling import (
-    cfg_weights, confidence_step, gumbel_temperatures, make_maskgit_sampler, maskgit_sample, maskgit_schedule,
-)
+from di4c_jax import Denoiser
+from di4c_jax.processes import Masked, Uniform, confidence_step
+from di4c_jax.sampling import cfg_weights, gumbel_temperatures, make_maskgit_sampler, maskgit_sample, maskgit_schedule
 
 VOCAB, MASK, DIMS, BATCH = 4, 4, 16, 6
+PROCESS = Masked(vocab_size=VOCAB, subs=False)  # default_time_grid(n): t_i = 1 - i/n
+assert PROCESS.mask_id == MASK
+NULL = 10  # the null class of the class-conditional denoisers below (num_classes = 10)
 
 
 def test_schedule_matches_reference():
@@ -40,7 +45,8 @@ def test_confidence_step_reveals_exactly_k_and_never_the_mask():
     x = jnp.full((BATCH, DIMS), MASK, jnp.int32).at[:, :3].set(1)  # 13 masked per row
     logits = _random_logits(None, x, jnp.zeros(BATCH), None, None)
     k = jnp.array([0, 1, 5, 13, 20, 7])
-    out = confidence_step(jax.random.key(1), x, logits, k, jnp.full(BATCH, 4.5), MASK)
+    out = confidence_step(jax.random.key(1), x_t=x, logits=logits, num_reveal=k, gumbel_temp=jnp.full(BATCH, 4.5),
+                          mask_id=MASK)
     np.testing.assert_array_equal(np.sum(out != MASK, axis=1) - 3, np.minimum(k, 13))
     np.testing.assert_array_equal(out[:, :3], x[:, :3])  # revealed positions never change
     assert np.all(np.asarray(out) <= MASK)
@@ -49,8 +55,9 @@ def test_confidence_step_reveals_exactly_k_and_never_the_mask():
 def test_confidence_step_without_noise_reveals_the_most_confident_and_breaks_ties_by_position():
     x = jnp.full((BATCH, DIMS), MASK, jnp.int32)
     logits = 3.0 * _random_logits(None, x, jnp.zeros(BATCH), None, None)
-    step = lambda k: np.asarray(confidence_step(jax.random.key(0), x, logits, jnp.full(BATCH, k), jnp.zeros(BATCH),
-                                                MASK))
+    step = lambda k: np.asarray(confidence_step(jax.random.key(0), x_t=x, logits=logits,  # noqa: E731
+                                                num_reveal=jnp.full(BATCH, k), gumbel_temp=jnp.zeros(BATCH),
+                                                mask_id=MASK))
     drawn = step(DIMS)  # the same key draws the same tokens; revealing all of them shows every draw
     out = step(5)
     logp = np.asarray(jax.nn.log_softmax(logits.at[..., MASK].set(-1e6), axis=-1))
@@ -59,27 +66,28 @@ def test_confidence_step_without_noise_reveals_the_most_confident_and_breaks_tie
         revealed = np.flatnonzero(row != MASK)
         assert set(revealed) == set(np.argsort(-row_conf)[:5])
         np.testing.assert_array_equal(row[revealed], row_drawn[revealed])
-    tie = confidence_step(jax.random.key(0), x[:1, :6], jnp.zeros((1, 6, VOCAB + 1)), jnp.array([2]), jnp.zeros(1),
-                          MASK)
+    tie = confidence_step(jax.random.key(0), x_t=x[:1, :6], logits=jnp.zeros((1, 6, VOCAB + 1)),
+                          num_reveal=jnp.array([2]), gumbel_temp=jnp.zeros(1), mask_id=MASK)
     np.testing.assert_array_equal(np.asarray(tie[0]) != MASK, [1, 1, 0, 0, 0, 0])
 
 
-def _recording(log, fn=_random_logits):
+def _recording(log, fn=_random_logits, **denoiser_kwargs):
+    """A Denoiser around `fn` that logs (x_t, t, lam, cond) of every evaluation, in execution order."""
     def apply(params, x_t, t, lam, cond, *, rngs=None):
         lam_arr = jnp.full(t.shape, -1.0) if lam is None else lam
         cond_arr = jnp.full(t.shape, -1) if cond is None else cond
         jax.debug.callback(lambda *a: log.append(tuple(np.asarray(v) for v in a)), x_t, t, lam_arr, cond_arr,
                            ordered=True)
         return fn(params, x_t, t, lam, cond)
-    return apply
+    return Denoiser(apply, num_states=VOCAB + 1, **denoiser_kwargs)
 
 
 @pytest.mark.parametrize("num_steps", [1, 4, 8])
 def test_sampler_reveals_schedule_and_ends_unmasked(num_steps):
     log = []
-    sampler = make_maskgit_sampler(_recording(log), shape=(BATCH, DIMS), mask_id=MASK, num_steps=num_steps,
-                                   mixture=True)
-    out = sampler(jax.random.key(3), None)
+    sampler = make_maskgit_sampler(process=PROCESS, denoiser=_recording(log, mixture=True), shape=(BATCH, DIMS),
+                                   num_steps=num_steps)
+    out = sampler(jax.random.key(3), params=None)
     jax.effects_barrier()
     assert sampler.nfe == num_steps == len(log)
     assert out.dtype == jnp.int32 and np.all(np.asarray(out) < MASK)
@@ -103,12 +111,13 @@ def _guided_pair(params, x_t, t, lam, cond, *, rngs=None):
 @pytest.mark.parametrize("teacher_uncond", [False, True])
 def test_guidance_ramp_and_shared_lam(teacher_uncond):
     log = []
-    apply = _recording(log, _guided_pair)
-    kwargs = dict(uncond_apply=apply) if teacher_uncond else {}
-    sampler = make_maskgit_sampler(apply, shape=(BATCH, DIMS), mask_id=MASK, num_steps=4, guidance=6.0,
-                                   null_class=10, sm_temp=50.0, mixture=True, **kwargs)
+    student = _recording(log, _guided_pair, mixture=True, num_classes=NULL)
+    kwargs = dict(uncond=_recording(log, _guided_pair, num_classes=NULL)) if teacher_uncond else {}
+    sampler = make_maskgit_sampler(process=PROCESS, denoiser=student, shape=(BATCH, DIMS), num_steps=4,
+                                   guidance=6.0, sm_temp=50.0, **kwargs)
+    assert student.null_class == NULL
     cond = jnp.arange(BATCH, dtype=jnp.int32)
-    out = sampler(jax.random.key(0), None, None, cond)
+    out = sampler(jax.random.key(0), params=None, teacher_params=None, cond=cond)
     jax.effects_barrier()
     # weights 0, 2, 4, 6: only the first step's k_0 = 4 tokens are 1s (schedule for D=16: 4 steps)
     np.testing.assert_array_equal(np.sum(np.asarray(out) == 1, axis=1), maskgit_schedule(4, DIMS)[0])
@@ -133,20 +142,55 @@ def test_deterministic_and_compiles_once():
         traces.append(1)
         return _random_logits(params, x_t, t, lam, cond) * params
 
-    sampler = make_maskgit_sampler(apply, shape=(BATCH, DIMS), mask_id=MASK, num_steps=4, mixture=True)
-    a = sampler(jax.random.key(1), jnp.float32(1.0))
+    sampler = make_maskgit_sampler(process=PROCESS, denoiser=Denoiser(apply, num_states=VOCAB + 1, mixture=True),
+                                   shape=(BATCH, DIMS), num_steps=4)
+    a = sampler(jax.random.key(1), params=jnp.float32(1.0))
     n_traces = len(traces)
-    b = sampler(jax.random.key(1), jnp.float32(1.0))
-    c = sampler(jax.random.key(2), jnp.float32(2.0))
+    b = sampler(jax.random.key(1), params=jnp.float32(1.0))
+    c = sampler(jax.random.key(2), params=jnp.float32(2.0))
     assert len(traces) == n_traces
     np.testing.assert_array_equal(a, b)
     assert not np.array_equal(a, c)
 
 
-def test_guidance_needs_cond_and_null_class():
-    with pytest.raises(ValueError, match="null_class"):
-        maskgit_sample(jax.random.key(0), _random_logits, None, shape=(2, DIMS), mask_id=MASK, num_steps=2,
-                       guidance=2.0)
+def test_guidance_needs_cond_and_a_class_conditional_denoiser():
+    unconditional = Denoiser(_random_logits, num_states=VOCAB + 1)
+    common = dict(process=PROCESS, params=None, shape=(2, DIMS), num_steps=2)
+    with pytest.raises(ValueError, match="class-conditional denoiser"):  # no null class (num_classes = 0)
+        maskgit_sample(jax.random.key(0), denoiser=unconditional, guidance=2.0, **common)
+    with pytest.raises(ValueError, match="class-conditional denoiser"):  # a null class, but no cond
+        maskgit_sample(jax.random.key(0), denoiser=dataclasses.replace(unconditional, num_classes=NULL),
+                       guidance=2.0, **common)
     with pytest.raises(ValueError, match="schedule"):
-        maskgit_sample(jax.random.key(0), _random_logits, None, shape=(2, DIMS), mask_id=MASK, num_steps=2,
-                       schedule=(3, 3))
+        maskgit_sample(jax.random.key(0), denoiser=unconditional, schedule=(3, 3), **common)
+
+
+def test_needs_an_absorbing_process_and_has_no_teacher_hybrid():
+    net = Denoiser(_random_logits, num_states=VOCAB + 1)
+    with pytest.raises(TypeError, match="MaskGIT"):
+        make_maskgit_sampler(process=Uniform(num_states=VOCAB + 1), denoiser=net, shape=(2, DIMS), num_steps=2)
+    with pytest.raises(TypeError, match="MaskGIT"):
+        maskgit_sample(jax.random.key(0), process=Uniform(num_states=VOCAB + 1), denoiser=net, params=None,
+                       shape=(2, DIMS), num_steps=2)
+    with pytest.raises(ValueError, match="teacher_last_steps"):
+        make_maskgit_sampler(process=PROCESS, denoiser=net, shape=(2, DIMS), num_steps=2, teacher=net,
+                             teacher_last_steps=1)
+
+
+@dataclasses.dataclass(frozen=True)
+class _SquaredGridMasked(Masked):
+    """A masked process with another time grid, t_i = 1 - (i/n)^2, to show where the sampler's times come from."""
+
+    def default_time_grid(self, num_steps):
+        return 1.0 - jnp.linspace(0.0, 1.0, num_steps + 1, dtype=jnp.float32) ** 2
+
+
+def test_times_come_from_the_process_grid():
+    log = []
+    process = _SquaredGridMasked(vocab_size=VOCAB)
+    sampler = make_maskgit_sampler(process=process, denoiser=_recording(log), shape=(BATCH, DIMS), num_steps=4)
+    jax.block_until_ready(sampler(jax.random.key(0), params=None))
+    jax.effects_barrier()
+    np.testing.assert_allclose([entry[1][0] for entry in log], np.asarray(process.default_time_grid(4))[:-1],
+                               rtol=1e-6)
+    np.testing.assert_allclose([entry[1][0] for entry in log], 1.0 - (np.arange(4) / 4) ** 2, rtol=1e-6)

@@ -4,8 +4,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from di4c_jax import Denoiser
 from di4c_jax.processes import DiscreteGaussian, Masked
-from di4c_jax.sampling import make_tau_leaping_sampler, reverse_rates, tau_leap, tau_leaping_grid
+from di4c_jax.processes.rates import reverse_rates
+from di4c_jax.sampling import make_tau_leaping_sampler, tau_leap, tau_leaping_grid, tau_leaping_sample
 from sampling_oracle import all_states, empirical_law, oracle_denoiser, random_law, state_index, tv
 
 PROCESS = DiscreteGaussian(num_states=4)
@@ -21,10 +23,11 @@ def test_grid_and_nfe_and_jit_once():
         jax.debug.callback(lambda tt: log.append(float(tt[0])), t, ordered=True)
         return jnp.zeros(x_t.shape + (4,)) + params
 
-    sampler = make_tau_leaping_sampler(PROCESS, apply, shape=(5, DIMS), num_steps=3)
-    out = sampler(jax.random.key(0), jnp.float32(0.0))
+    sampler = make_tau_leaping_sampler(process=PROCESS, denoiser=Denoiser(apply, num_states=4), shape=(5, DIMS),
+                                       num_steps=3)
+    out = sampler(jax.random.key(0), params=jnp.float32(0.0))
     n_traces = len(traces)
-    again = sampler(jax.random.key(0), jnp.float32(0.0))
+    again = sampler(jax.random.key(0), params=jnp.float32(0.0))
     jax.effects_barrier()
     assert len(traces) == n_traces
     np.testing.assert_array_equal(out, again)
@@ -52,31 +55,39 @@ def test_reverse_rates_match_the_formula():
 def test_tau_leap_is_ordinal_and_clipped():
     x = jnp.array([[0, 3, 1]])
     rates = jnp.zeros((1, 3, 4)).at[0, 0, 2].set(1e3).at[0, 1, 2].set(1e3).at[0, 2, 1].set(1e-9)
-    out = np.asarray(tau_leap(jax.random.key(0), x, rates, jnp.ones(1)))
+    out = np.asarray(tau_leap(jax.random.key(0), x_t=x, rates=rates, h=jnp.ones(1)))
     np.testing.assert_array_equal(out, [[3, 0, 1]])  # ~1000 jumps of +2 / -1 clip to the ends; no rate, no move
 
 
-def test_needs_a_rate_matrix():
+def test_needs_a_rate_matrix_and_has_no_teacher_hybrid():
+    net = Denoiser(lambda params, x_t, t, lam, cond, *, rngs=None: jnp.zeros(x_t.shape + (4,)), num_states=4)
     with pytest.raises(TypeError, match="rate"):
-        make_tau_leaping_sampler(Masked(vocab_size=3), None, shape=(2, 2), num_steps=2)(jax.random.key(0), None)
+        make_tau_leaping_sampler(process=Masked(vocab_size=3), denoiser=net, shape=(2, 2), num_steps=2)
+    with pytest.raises(TypeError, match="rate"):
+        tau_leaping_sample(jax.random.key(0), process=Masked(vocab_size=3), denoiser=net, params=None, shape=(2, 2),
+                           num_steps=2)
+    with pytest.raises(ValueError, match="teacher_last_steps"):
+        make_tau_leaping_sampler(process=PROCESS, denoiser=net, shape=(2, 2), num_steps=2, teacher=net,
+                                 teacher_last_steps=1)
 
 
-def _argmax_limit_law(process, p0, apply, dims, t_min):
+def _argmax_limit_law(process, p0, denoiser, dims, t_min):
     """Law of argmax p(x0 | x_{t_min}) with x_{t_min} drawn from the exact forward marginal (the n -> inf limit)."""
     states = all_states(process.num_states, dims)
     q = np.asarray(process.transition(jnp.array([t_min])), np.float64)[0]
     p_t = np.array([np.dot(p0, np.prod(q[states, x], axis=1)) for x in states])
-    logp = apply(None, jnp.asarray(states), jnp.full((len(states),), t_min), None, None)
+    logp = denoiser(None, jnp.asarray(states), jnp.full((len(states),), t_min))
     mode = state_index(np.asarray(jnp.argmax(logp, -1)), process.num_states)
     return np.bincount(mode, weights=p_t, minlength=len(states))
 
 
 def test_law_approaches_the_limit_as_steps_grow():
     p0 = random_law(0, PROCESS, DIMS)
-    apply = oracle_denoiser(PROCESS, p0, DIMS)
-    target = _argmax_limit_law(PROCESS, p0, apply, DIMS, PROCESS.t_min)
+    oracle = oracle_denoiser(PROCESS, p0, DIMS)
+    target = _argmax_limit_law(PROCESS, p0, oracle, DIMS, PROCESS.t_min)
     errors = []
     for n in (4, 128):
-        samples = make_tau_leaping_sampler(PROCESS, apply, shape=(4000, DIMS), num_steps=n)(jax.random.key(n), None)
+        samples = make_tau_leaping_sampler(process=PROCESS, denoiser=oracle, shape=(4000, DIMS),
+                                           num_steps=n)(jax.random.key(n), params=None)
         errors.append(tv(empirical_law(samples, 4), target))
     assert errors[1] < 0.5 * errors[0] and errors[1] < 0.1, errors

@@ -6,10 +6,12 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from di4c_jax.losses.sdtt import (SDTT_MODES, SDTTConfig, antithetic_times, sdtt_loss, sdtt_round_dt,
-                                  sdtt_teacher_targets, token_divergence)
+from di4c_jax import Denoiser
+from di4c_jax.losses.sdtt import (SDTT_MODES, SDTTConfig, sdtt_loss, sdtt_round_dt, sdtt_teacher_targets,
+                                  token_divergence)
+from di4c_jax.losses.times import stratified_times
 from di4c_jax.processes import Masked, Uniform
-from loss_contract import assert_jits_once_deterministic_and_teacher_frozen, mlp_apply
+from loss_contract import assert_jits_once_deterministic_and_teacher_frozen, mlp_denoiser
 
 MASKED = Masked(vocab_size=3)  # K = 4, mask id 3
 
@@ -32,6 +34,10 @@ def time_apply(params, x, t, lam, cond, *, rngs=None):
     return logits + 0.0 * params
 
 
+CONSTANT = Denoiser(constant_apply, num_states=MASKED.num_states)
+TIME = Denoiser(time_apply, num_states=MASKED.num_states)
+
+
 def test_divergences_by_hand():
     p = np.array([0.5, 0.3, 0.2, 0.0])
     q = np.array([0.25, 0.25, 0.5, 0.0])
@@ -51,7 +57,8 @@ def test_loss_is_zero_iff_student_equals_target(mode):
     teacher = jnp.array([1.0, -0.5, 0.3, 2.0])
     x0 = jax.random.randint(jax.random.key(0), (4, 16), 0, 3)
     config = SDTTConfig(dt=0.1, mode=mode, student_dropout=False)
-    loss_fn = jax.jit(lambda key, s: sdtt_loss(key, constant_apply, s, constant_apply, teacher, MASKED, x0, config))
+    loss_fn = jax.jit(lambda key, s: sdtt_loss(key, student=CONSTANT, student_params=s, teacher=CONSTANT,
+                                               teacher_params=teacher, process=MASKED, x0=x0, config=config))
     loss, aux = loss_fn(jax.random.key(1), teacher)
     assert abs(float(loss)) < 1e-6 and float(aux["num_masked"]) > 0
     student = jnp.array([0.0, 0.7, -0.2, 5.0])
@@ -75,8 +82,9 @@ def test_only_masked_tokens_count():
 
     x0 = jax.random.randint(jax.random.key(0), (4, 16), 0, 3)
     config = SDTTConfig(dt=0.1, student_dropout=False)
-    loss_fn = jax.jit(lambda flag: sdtt_loss(jax.random.key(1), student, flag, constant_apply, target, process, x0,
-                                             config))
+    loss_fn = jax.jit(lambda flag: sdtt_loss(jax.random.key(1), student=Denoiser(student, process.num_states),
+                                             student_params=flag, teacher=CONSTANT, teacher_params=target,
+                                             process=process, x0=x0, config=config))
     loss, aux = loss_fn(True)  # right at masked positions, wrong elsewhere
     assert abs(float(loss)) < 1e-6 and 0 < float(aux["num_masked"]) < x0.size
     loss, _ = loss_fn(False)  # wrong at masked positions
@@ -89,8 +97,9 @@ def test_target_is_prediction_at_unmasking_step_with_evenly_spaced_times():
     f(t - dt), in the proportion (m_t - m_{t-dt}) / m_t of step 1 (loglinear: dt / t)."""
     dims, t, dt = 4000, 0.75, 0.25
     x_t = jnp.full((1, dims), MASKED.mask_id, jnp.int32)
-    target = jax.jit(lambda key: sdtt_teacher_targets(key, time_apply, jnp.zeros(()), MASKED, x_t,
-                                                      jnp.array([t]), dt))(jax.random.key(0))
+    target = jax.jit(lambda key: sdtt_teacher_targets(key, teacher=TIME, teacher_params=jnp.zeros(()),
+                                                      process=MASKED, x_t=x_t, t=jnp.array([t]), dt=dt))(
+        jax.random.key(0))
 
     def f(time):
         return MASKED.x0_logprobs(time_apply(0.0, x_t[:, :1], jnp.array([time]), None, None), x_t[:, :1])[0, 0]
@@ -108,24 +117,28 @@ def test_steps_clamp_at_time_zero():
     """t < 2 dt: the second step starts at max(t - dt, 0); every token is unmasked by then, so all targets are
     step-1 predictions at time t."""
     x_t = jnp.full((1, 50), MASKED.mask_id, jnp.int32)
-    target = sdtt_teacher_targets(jax.random.key(0), time_apply, jnp.zeros(()), MASKED, x_t, jnp.array([0.2]), 0.25)
+    target = sdtt_teacher_targets(jax.random.key(0), teacher=TIME, teacher_params=jnp.zeros(()), process=MASKED,
+                                  x_t=x_t, t=jnp.array([0.2]), dt=0.25)
     want = MASKED.x0_logprobs(time_apply(0.0, x_t, jnp.array([0.2]), None, None), x_t)
     np.testing.assert_allclose(np.asarray(target), np.asarray(want), atol=1e-6)
 
 
-@pytest.mark.parametrize("overrides", [dict(), dict(student_mixture=True, teacher_is_mixture=True, mode="kl-fwd")])
-def test_loss_jits_once_deterministic_and_teacher_gets_no_gradient(overrides):
+@pytest.mark.parametrize("mixture, overrides", [(False, dict()), (True, dict(mode="kl-fwd"))])
+def test_loss_jits_once_deterministic_and_teacher_gets_no_gradient(mixture, overrides):
+    """mixture: a lambda-mixture student and a lambda-mixture teacher."""
     dims = 6
     teacher, student = init_mlp(jax.random.key(0), MASKED.num_states, dims), init_mlp(jax.random.key(1),
                                                                                       MASKED.num_states, dims)
     config = SDTTConfig(dt=0.05, **overrides)
     x0 = jax.random.randint(jax.random.key(2), (8, dims), 0, 3)
+    net = mlp_denoiser(MASKED.num_states, mixture=mixture)
     assert_jits_once_deterministic_and_teacher_frozen(
-        lambda key, s, t: sdtt_loss(key, mlp_apply, s, mlp_apply, t, MASKED, x0, config)[0], student, teacher)
+        lambda key, s, t: sdtt_loss(key, student=net, student_params=s, teacher=net, teacher_params=t,
+                                    process=MASKED, x0=x0, config=config)[0], student, teacher)
 
 
-def test_antithetic_times_stratified_and_round_dt():
-    t = np.sort(np.asarray(antithetic_times(jax.random.key(0), 64, 1e-5)))
+def test_stratified_times_and_round_dt():
+    t = np.sort(np.asarray(stratified_times(jax.random.key(0), 64, 1e-5)))
     u = (t - 1e-5) / (1 - 1e-5)
     assert np.all((u >= np.arange(64) / 64 - 1e-6) & (u < np.arange(1, 65) / 64 + 1e-6))
     np.testing.assert_allclose(sdtt_round_dt(1), (1 - 1e-5) / 1024)
@@ -138,9 +151,8 @@ def test_bad_inputs_raise():
     with pytest.raises(ValueError, match="dt"):
         SDTTConfig(dt=0.0)
     x0 = jnp.zeros((2, 3), jnp.int32)
-    with pytest.raises(TypeError, match="Masked"):
-        sdtt_loss(jax.random.key(0), constant_apply, None, constant_apply, None, Uniform(num_states=3), x0,
-                  SDTTConfig())
+    nets = dict(student=CONSTANT, student_params=None, teacher=CONSTANT, teacher_params=None)
+    with pytest.raises(TypeError, match="SDTT needs an absorbing"):
+        sdtt_loss(jax.random.key(0), **nets, process=Uniform(num_states=3), x0=x0, config=SDTTConfig())
     with pytest.raises(ValueError, match="outside"):
-        sdtt_loss(jax.random.key(0), constant_apply, None, constant_apply, None, MASKED, np.full((2, 3), 9),
-                  SDTTConfig())
+        sdtt_loss(jax.random.key(0), **nets, process=MASKED, x0=np.full((2, 3), 9), config=SDTTConfig())

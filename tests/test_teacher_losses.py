@@ -6,14 +6,17 @@ import optax
 import pytest
 from flax import nnx
 
+from di4c_jax import Denoiser
 from di4c_jax.eval.exact import all_states
 from di4c_jax.eval.laws import ProductMixture
 from di4c_jax.losses.teacher import TeacherLossConfig, resolve_objective, teacher_loss, x0_ce_loss
-from di4c_jax.losses.teacher_ctmc import ctmc_elbo_at, ctmc_elbo_loss, forward_jump, reverse_rates
-from di4c_jax.losses.teacher_masked import mdlm_loss, mdlm_nelbo_terms, mdlm_weight, sample_train_times
+from di4c_jax.losses.teacher_ctmc import ctmc_elbo_at, ctmc_elbo_loss, forward_jump
+from di4c_jax.losses.teacher_masked import mdlm_loss, mdlm_nelbo_terms, mdlm_weight
+from di4c_jax.losses.times import sample_train_times
 from di4c_jax.models.mlp import MLPDenoiser
 from di4c_jax.processes import DiscreteGaussian, Masked, Uniform
 from di4c_jax.processes.base import safe_log
+from di4c_jax.processes.rates import reverse_rates
 
 CTMC_PROCESSES = [Uniform(4), DiscreteGaussian(num_states=4)]
 
@@ -28,6 +31,11 @@ def table_apply(params, x, t, lam, cond, *, rngs=None):
     a, b = params
     idx = state_code(x, round(a.shape[0] ** (1.0 / x.shape[1])))
     return a[idx] + t[:, None, None] * b[idx]
+
+
+def table_denoiser(process, apply=table_apply):
+    """A product Denoiser (no lambda) over `apply` on `process`'s states."""
+    return Denoiser(apply, num_states=process.num_states)
 
 
 def random_table(key, num_states, dims, num_logits):
@@ -49,7 +57,7 @@ def make_oracle(process, law_probs, dims, vocab):
         marg = jnp.einsum("bj,jdv->bdv", post, jax.nn.one_hot(x0_all, process.num_states))
         return safe_log(marg)
 
-    return apply
+    return Denoiser(apply, num_states=process.num_states)
 
 
 def gauss_legendre(a, b, n):
@@ -88,24 +96,27 @@ def test_dispatch_and_bad_inputs():
         TeacherLossConfig(objective="elbo")
     params = random_table(jax.random.key(0), 4, 2, 4)
     x0 = jnp.zeros((2, 2), jnp.int32)
-    with pytest.raises(TypeError, match="Masked"):
-        mdlm_loss(jax.random.key(0), table_apply, params, Uniform(4), x0)
+    net = table_denoiser(Uniform(4))
+    with pytest.raises(TypeError, match="mdlm_loss needs an absorbing"):
+        mdlm_loss(jax.random.key(0), denoiser=net, params=params, process=Uniform(4), x0=x0)
     with pytest.raises(TypeError, match="rate"):
-        ctmc_elbo_loss(jax.random.key(0), table_apply, params, Masked(3), x0)
+        ctmc_elbo_loss(jax.random.key(0), denoiser=net, params=params, process=Masked(3), x0=x0)
     with pytest.raises(ValueError, match=r"int\[B, D\]"):
-        teacher_loss(jax.random.key(0), table_apply, params, Uniform(4), jnp.zeros((4,), jnp.int32))
+        teacher_loss(jax.random.key(0), denoiser=net, params=params, process=Uniform(4),
+                     x0=jnp.zeros((4,), jnp.int32))
 
 
 def test_x0_ce_of_a_flat_denoiser_is_d_log_k():
-    flat = lambda p, x, t, lam, cond, *, rngs=None: jnp.zeros(x.shape + (5,))
-    loss, aux = x0_ce_loss(jax.random.key(1), flat, None, Uniform(5), jnp.ones((7, 3), jnp.int32))
+    flat = Denoiser(lambda p, x, t, lam, cond, *, rngs=None: jnp.zeros(x.shape + (5,)), num_states=5)
+    loss, aux = x0_ce_loss(jax.random.key(1), denoiser=flat, params=None, process=Uniform(5),
+                           x0=jnp.ones((7, 3), jnp.int32))
     np.testing.assert_allclose(loss, 3 * np.log(5), rtol=1e-6)
     np.testing.assert_allclose(aux["ce_per_token"], np.log(5), rtol=1e-6)
 
 
 # ---------------------------------------------------------------- MDLM
 
-def mdlm_exact(process, apply, params, law_probs, dims, t_nodes, t_weights):
+def mdlm_exact(process, denoiser, params, law_probs, dims, t_nodes, t_weights):
     """int NELBO dt by quadrature, with exact expectations over x0 ~ law and x_t ~ q_t(.|x0)."""
     x0_all = jnp.asarray(all_states(dims, process.vocab_size))
     xt_all = jnp.asarray(all_states(dims, process.num_states))
@@ -113,7 +124,7 @@ def mdlm_exact(process, apply, params, law_probs, dims, t_nodes, t_weights):
 
     def integrand(t):
         tb = jnp.full((nt,), t, jnp.float32)
-        logp = process.x0_logprobs(apply(params, xt_all, tb, None, None), xt_all)
+        logp = denoiser.logprobs(process, params, xt_all, tb)
         q = process.transition(tb[:1])[0]
         w = jnp.asarray(law_probs)[:, None] * jnp.prod(q[x0_all[:, None, :], xt_all[None, :, :]], axis=-1)
         x0_rep, xt_rep = jnp.repeat(x0_all, nt, 0), jnp.tile(xt_all, (n0, 1))
@@ -125,7 +136,7 @@ def mdlm_exact(process, apply, params, law_probs, dims, t_nodes, t_weights):
     return float(np.sum(np.asarray(jax.jit(lambda ts: jax.lax.map(integrand, ts))(jnp.asarray(t_nodes, jnp.float32))) * t_weights))
 
 
-def mdlm_discrete(process, apply, params, law_probs, dims, num_steps):
+def mdlm_discrete(process, denoiser, params, law_probs, dims, num_steps):
     """D3PM-style NELBO: sum over a uniform grid of E KL(q(x_s|x_t,x0) || p(x_s|x_t)) (prior term is 0)."""
     x0_all = jnp.asarray(all_states(dims, process.vocab_size))
     xt_all = jnp.asarray(all_states(dims, process.num_states))
@@ -133,7 +144,7 @@ def mdlm_discrete(process, apply, params, law_probs, dims, num_steps):
 
     def step_kl(t, s):
         tb, sb = jnp.full((xt_all.shape[0],), t), jnp.full((xt_all.shape[0],), s)
-        logp_x0 = process.x0_logprobs(apply(params, xt_all, tb, None, None), xt_all)
+        logp_x0 = denoiser.logprobs(process, params, xt_all, tb)
         model = process.reverse_step_logprobs(xt_all, logp_x0, tb, sb)  # [N, D, K]
         qt0, qs0, qts = process.transition(tb[:1])[0], process.transition(sb[:1])[0], process.transition(tb[:1], sb[:1])[0]
         post = qs0[x0_all[:, None, :], :] * qts.T[xt_all[None, :, :], :]  # [N0, N, D, K]: q(x_s|x0) q(x_t|x_s)
@@ -150,8 +161,9 @@ def test_mdlm_continuous_nelbo_is_the_limit_of_the_discrete_time_nelbo():
     process, dims = Masked(2, schedule="linear"), 2
     params = random_table(jax.random.key(3), process.num_states, dims, process.num_states)
     law = ProductMixture.random(jax.random.key(4), 2, dims, 2, 1.0).probs()
-    continuous = mdlm_exact(process, table_apply, params, law, dims, *gauss_legendre(0.0, 1.0, 64))
-    errors = [abs(mdlm_discrete(process, table_apply, params, law, dims, n) - continuous) for n in (4, 32, 256)]
+    net = table_denoiser(process)
+    continuous = mdlm_exact(process, net, params, law, dims, *gauss_legendre(0.0, 1.0, 64))
+    errors = [abs(mdlm_discrete(process, net, params, law, dims, n) - continuous) for n in (4, 32, 256)]
     assert all(a > b for a, b in zip(errors, errors[1:])), errors
     assert errors[-1] < 5e-3 * continuous, (errors, continuous)
 
@@ -169,7 +181,7 @@ def test_mdlm_oracle_nelbo_equals_data_entropy(schedule, rtol):
     nelbo = mdlm_exact(process, oracle, None, law, dims, *quad)
     assert nelbo >= entropy(law) * (1.0 - rtol)
     np.testing.assert_allclose(nelbo, entropy(law), rtol=rtol)
-    static = lambda p, x, t, lam, cond, *, rngs=None: table_apply(p, x, 0.0 * t, lam, cond)
+    static = table_denoiser(process, lambda p, x, t, lam, cond, *, rngs=None: table_apply(p, x, 0.0 * t, lam, cond))
     params = random_table(jax.random.key(6), process.num_states, dims, process.num_states)
     other = mdlm_exact(process, static, params, law, dims, *quad)
     assert other > nelbo + 0.1
@@ -182,8 +194,10 @@ def test_mdlm_loss_is_an_unbiased_estimate_of_the_nelbo():
     params = random_table(jax.random.key(7), process.num_states, dims, process.num_states)
     law = ProductMixture.random(jax.random.key(8), 2, dims, 2, 1.0)
     nodes, weights = gauss_legendre(t_eps, 1.0, 64)
-    exact = mdlm_exact(process, table_apply, params, law.probs(), dims, nodes, weights) / (1.0 - t_eps)
-    run = jax.jit(jax.vmap(lambda k: mdlm_loss(k, table_apply, params, process, law.sample(k, 512), t_eps=t_eps)[0]))
+    net = table_denoiser(process)
+    exact = mdlm_exact(process, net, params, law.probs(), dims, nodes, weights) / (1.0 - t_eps)
+    run = jax.jit(jax.vmap(lambda k: mdlm_loss(k, denoiser=net, params=params, process=process,
+                                               x0=law.sample(k, 512), t_eps=t_eps)[0]))
     means = np.asarray(run(jax.random.split(jax.random.key(10), 200)))
     assert abs(means.mean() - exact) < 4 * means.std() / np.sqrt(means.size) + 1e-4, (means.mean(), exact)
 
@@ -196,7 +210,8 @@ def test_oracle_reverse_rates_equal_the_true_reverse_rates(process):
     law = ProductMixture.random(jax.random.key(11), 3, dims, k, 0.5).probs()
     x_all = jnp.asarray(all_states(dims, k))
     t = jnp.full((x_all.shape[0],), 0.3)
-    rates = np.asarray(reverse_rates(process, jax.nn.log_softmax(make_oracle(process, law, dims, k)(None, x_all, t, None, None)), x_all, t))
+    logp = make_oracle(process, law, dims, k).logprobs(process, None, x_all, t)
+    rates = np.asarray(reverse_rates(process, x_all, logp, t))
     q, rate = np.asarray(process.transition(t[:1])[0], np.float64), np.asarray(process.rate(t[:1])[0], np.float64)
     xs = np.asarray(x_all)
     p_t = law @ np.prod(q[xs[:, None, :], xs[None, :, :]], axis=-1)  # marginal of x_t: [K^D]
@@ -211,13 +226,13 @@ def test_oracle_reverse_rates_equal_the_true_reverse_rates(process):
     np.testing.assert_allclose(rates, expected, rtol=2e-4, atol=1e-6)
 
 
-def ctmc_exact_naive(process, apply, params, x0, t):
+def ctmc_exact_naive(process, denoiser, params, x0, t):
     """E_{x_t, x~}[reg + sig] at fixed t for one x0 int[D], in the single-jump form (no Rao-Blackwellisation),
     by enumeration in float64: reg = sum Rhat(x_t -> .), sig = -sum_{x~} R(x_t -> x~) log r(x~, x_t)."""
     dims, k = x0.shape[0], process.num_states
     xs = all_states(dims, k)
     tb = jnp.full((xs.shape[0],), t)
-    p = np.exp(np.asarray(process.x0_logprobs(apply(params, jnp.asarray(xs), tb, None, None), xs), np.float64))
+    p = np.exp(np.asarray(denoiser.logprobs(process, params, jnp.asarray(xs), tb), np.float64))
     q, rate = np.asarray(process.transition(tb[:1])[0], np.float64), np.asarray(process.rate(tb[:1])[0], np.float64)
     ratio = np.einsum("ida,ay->idy", p / q.T[xs], q)  # r_d(x, y)
     total = 0.0
@@ -238,9 +253,11 @@ def test_ctmc_estimator_mean_matches_enumeration_at_fixed_t(process):
     dims, t, n = 2, 0.2, 40000
     params = random_table(jax.random.key(12), process.num_states, dims, process.num_states)
     x0 = np.array([1, 3])
-    exact = ctmc_exact_naive(process, table_apply, params, x0, t)
-    terms, _ = jax.jit(lambda k: ctmc_elbo_at(k, table_apply, params, process, jnp.tile(jnp.asarray(x0), (n, 1)),
-                                              jnp.full((n,), t)))(jax.random.key(13))
+    net = table_denoiser(process)
+    exact = ctmc_exact_naive(process, net, params, x0, t)
+    terms, _ = jax.jit(lambda k: ctmc_elbo_at(k, denoiser=net, params=params, process=process,
+                                              x0=jnp.tile(jnp.asarray(x0), (n, 1)), t=jnp.full((n,), t)))(
+        jax.random.key(13))
     est = np.asarray(terms["reg"] + terms["sig"], np.float64)
     assert abs(est.mean() - exact) < 4 * est.std() / np.sqrt(n) + 1e-4 * abs(exact), (est.mean(), exact)
 
@@ -270,8 +287,7 @@ def oracle_ctmc_nelbo(process, law, dims, t_min, num_nodes=512):
         reg = np.sum(not_self * rate.T[xs] * p_t[nbr] / p_t[:, None, None], axis=(1, 2))
         sig = -np.sum(not_self * rate[xs] * np.log(p_t[:, None, None] / p_t[nbr]), axis=(1, 2))
         integral += w * np.sum(p_t * (reg + sig - np.sum(-np.diagonal(rate)[xs], axis=1)))
-    log_ref = np.asarray(jnp.log(jnp.asarray(process.stationary)) if hasattr(process, "stationary")
-                         else np.full(k, -np.log(k)))
+    log_ref = np.asarray(process.prior_logprobs(), np.float64)
     q1 = marginal(1.0)
     prior_term = -np.sum(q1 * np.sum(log_ref[xs], axis=1))
     return integral + prior_term, entropy(marginal(t_min)) + prior_term - entropy(q1)
@@ -286,8 +302,8 @@ def test_ctmc_oracle_nelbo_bounds_the_entropy(process):
     np.testing.assert_allclose(exact, identity, rtol=1e-3)
     assert exact >= entropy(law.probs())
     oracle = make_oracle(process, law.probs(), dims, process.num_states)
-    run = jax.jit(jax.vmap(lambda k: ctmc_elbo_loss(k, oracle, None, process, law.sample(k, 512),
-                                                    min_time=t_min, dropout=False)[1]["nelbo"]))
+    run = jax.jit(jax.vmap(lambda k: ctmc_elbo_loss(k, denoiser=oracle, params=None, process=process,
+                                                    x0=law.sample(k, 512), min_time=t_min, dropout=False)[1]["nelbo"]))
     means = np.asarray(run(jax.random.split(jax.random.key(17), 60)))
     assert np.all(np.isfinite(means))
     assert abs(means.mean() - exact) < 4 * means.std() / np.sqrt(means.size) + 1e-3, (means.mean(), exact)
@@ -295,20 +311,23 @@ def test_ctmc_oracle_nelbo_bounds_the_entropy(process):
 
 # ---------------------------------------------------------------- gradients, jit, training
 
-def mlp_apply(process, dims):
+def mlp_denoiser(process, dims):
+    """(product Denoiser, params) of a small NNX MLP."""
     graphdef, params = nnx.split(MLPDenoiser(num_states=process.num_states, num_positions=dims, hidden=64,
                                              rngs=nnx.Rngs(0)))
-    return (lambda p, x, t, lam, cond, *, rngs=None: nnx.merge(graphdef, p)(x, t, lam, cond)), params
+    apply = lambda p, x, t, lam, cond, *, rngs=None: nnx.merge(graphdef, p)(x, t, lam, cond)  # noqa: E731
+    return Denoiser(apply, num_states=process.num_states, num_positions=dims), params
 
 
 @pytest.mark.parametrize("process,objective", [(Masked(3), "auto"), (Uniform(4), "auto"),
                                                (DiscreteGaussian(num_states=4), "auto"), (Masked(3), "x0_ce")])
 def test_gradients_are_finite_under_jit(process, objective):
-    apply, params = mlp_apply(process, 3)
+    net, params = mlp_denoiser(process, 3)
     x0 = jax.random.randint(jax.random.key(18), (16, 3), 0, 3)
     config = TeacherLossConfig(objective=objective, dropout=False)
     (loss, aux), grads = jax.jit(jax.value_and_grad(
-        lambda p: teacher_loss(jax.random.key(19), apply, p, process, x0, config=config), has_aux=True))(params)
+        lambda p: teacher_loss(jax.random.key(19), denoiser=net, params=p, process=process, x0=x0, config=config),
+        has_aux=True))(params)
     assert np.isfinite(loss) and all(np.isfinite(v) for v in aux.values())
     leaves = jax.tree.leaves(grads)
     assert all(np.all(np.isfinite(g)) for g in leaves) and any(np.any(g != 0) for g in leaves)
@@ -319,16 +338,18 @@ def test_gradients_are_finite_under_jit(process, objective):
 def test_training_a_tiny_mlp_lowers_the_nelbo(process):
     dims = 3
     law = ProductMixture.random(jax.random.key(20), 2, dims, 3, 0.3)
-    apply, params = mlp_apply(process, dims)
+    net, params = mlp_denoiser(process, dims)
     config = TeacherLossConfig(dropout=False)
     opt = optax.adam(3e-3)
 
     def nelbo(p, key):
-        return teacher_loss(key, apply, p, process, law.sample(key, 4096), config=config)[1]["nelbo"]
+        return teacher_loss(key, denoiser=net, params=p, process=process, x0=law.sample(key, 4096),
+                            config=config)[1]["nelbo"]
 
     def step(carry, key):
         p, state = carry
-        grads = jax.grad(lambda q: teacher_loss(key, apply, q, process, law.sample(key, 128), config=config)[0])(p)
+        grads = jax.grad(lambda q: teacher_loss(key, denoiser=net, params=q, process=process,
+                                                x0=law.sample(key, 128), config=config)[0])(p)
         updates, state = opt.update(grads, state, p)
         return (optax.apply_updates(p, updates), state), None
 
