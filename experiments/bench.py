@@ -19,11 +19,10 @@ import jax
 import numpy as np
 from absl import app, flags, logging
 from jax.sharding import PartitionSpec as P
-from ml_collections import config_dict
 
 from di4c_jax import parallel, sampling
 from experiments import evaluation, stages
-from experiments.setup import build_setup
+from experiments.setup import setup_from_workdir
 
 FLAGS = flags.FLAGS
 
@@ -38,11 +37,11 @@ def define_flags() -> None:
     flags.mark_flags_as_required(["workdir"])
 
 
-def sharded_sampler(setup, apply, mixture: bool, num_steps: int, batch: int, mesh):
+def sharded_sampler(setup, denoiser, num_steps: int, batch: int, mesh):
     """jit(shard_map(per-device analytic sampler)) -> fn(key, params) -> int32[batch, D] sharded over 'data'."""
     per_device = batch // mesh.size
-    inner = sampling.make_analytic_sampler(setup.process, apply, shape=(per_device, setup.num_dims),
-                                           num_steps=num_steps, mixture=mixture)
+    inner = sampling.make_analytic_sampler(process=setup.process, denoiser=denoiser,
+                                           shape=(per_device, setup.num_dims), num_steps=num_steps)
 
     def local(key, params):
         index = jax.lax.axis_index(parallel.BATCH_AXES)
@@ -68,21 +67,19 @@ def bench_point(fn, params, repeats: int) -> dict:
 
 
 def run(workdir: Path, steps: list[int], batch: int, repeats: int, models: list[str]) -> list[dict]:
-    config = config_dict.ConfigDict(json.loads((workdir / "config.json").read_text()))
-    setup = build_setup(config, workdir)
+    setup = setup_from_workdir(workdir)
     if setup.conditional:
         raise ValueError("bench.py benchmarks unconditional analytic samplers; this experiment is conditional")
     mesh = parallel.make_mesh()
     if batch % mesh.size:
         raise ValueError(f"--batch {batch} must be divisible by the {mesh.size} local devices")
     nets = stages.trained_networks(setup)
-    scorer = evaluation.SCORERS[config.data.kind](setup)
+    scorer = evaluation.make_scorer(setup)
     rows = []
     for name in models:
-        apply, params, mixture = nets[name]
         for n in steps:
-            fn, nfe = sharded_sampler(setup, apply, mixture, n, batch, mesh)
-            point = bench_point(fn, params, repeats)
+            fn, nfe = sharded_sampler(setup, nets[name].denoiser, n, batch, mesh)
+            point = bench_point(fn, nets[name].params, repeats)
             quality = scorer(point.pop("samples"))
             row = {"model": name, "num_steps": n, "nfe": nfe, **point,
                    "ms_per_nfe": 1e3 * point["seconds"] / nfe, "samples_per_s": batch / point["seconds"],

@@ -19,6 +19,7 @@ import jax
 import numpy as np
 
 from di4c_jax import eval as ev
+from di4c_jax.registry import Registry
 from experiments.setup import Setup
 from experiments.stages import sample_labels
 
@@ -55,9 +56,9 @@ class HMMScorer:
         self.data_entropy = ev.mean_unigram_entropy(source_array(setup.eval_source)[0])
         # A proper distance that sharpening cannot game: TV between the pooled law of `window` consecutive tokens
         # in the samples and its exact value; its sampling-noise level is the same TV for true HMM sequences.
-        self.vocab, self.window = setup.info.vocab_size, setup.config.evaluate.get("window", 3)
+        self.vocab, self.window = setup.info.vocab_size, setup.exp.evaluate.window
         self.window_law = ev.hmm_window_law(*self.hmm, length=setup.num_dims, window=self.window)
-        true_seqs, _ = ev.sample_hmm(jax.random.key(1), setup.config.sample.num_samples, setup.num_dims, *self.hmm)
+        true_seqs, _ = ev.sample_hmm(jax.random.key(1), setup.exp.sample.num_samples, setup.num_dims, *self.hmm)
         self.window_floor = self._window_tv(np.asarray(true_seqs))
 
     def _window_tv(self, tokens) -> float:
@@ -75,17 +76,17 @@ class HMMScorer:
 
 class DigitsScorer:
     def __init__(self, setup: Setup):
-        cfg = setup.config.evaluate
+        cfg = setup.exp.evaluate
         train_x, train_y = source_array(setup.train_source)
         self.test_x, self.test_y = source_array(setup.eval_source)
         clf_cfg = ev.ClassifierConfig(num_pixels=setup.num_dims, num_levels=setup.info.vocab_size,
                                       num_classes=setup.info.num_classes)
-        self.apply, self.params = ev.train_classifier(jax.random.key(cfg.get("classifier_seed", 0)), clf_cfg,
-                                                      train_x, train_y, num_steps=cfg.get("classifier_steps", 2000))
+        self.apply, self.params = ev.train_classifier(jax.random.key(cfg.classifier_seed), clf_cfg,
+                                                      train_x, train_y, num_steps=cfg.classifier_steps)
         test_probs, self.real_feats = ev.classify(self.apply, self.params, self.test_x)
         self.test_accuracy = ev.accuracy(test_probs, self.test_y)
         self.real_confidence = ev.confidence(test_probs)
-        self.kid_subset = cfg.get("kid_subset_size", 200)
+        self.kid_subset = cfg.kid_subset_size
 
     def reference(self) -> dict:
         return {"classifier_test_accuracy": self.test_accuracy, "real_test_confidence": self.real_confidence,
@@ -104,16 +105,16 @@ class DigitsScorer:
 
 class TextScorer:
     def __init__(self, setup: Setup):
-        cfg = setup.config.evaluate
+        cfg = setup.exp.evaluate
         train_x, _ = source_array(setup.train_source)
         held_x, _ = source_array(setup.eval_source)
         self.lm_cfg = ev.LMConfig(vocab_size=setup.info.vocab_size, max_len=setup.num_dims,
-                                  d_model=cfg.get("lm_width", 64), num_layers=cfg.get("lm_layers", 2))
+                                  d_model=cfg.lm_width, num_layers=cfg.lm_layers)
         self.apply, self.params = ev.train_lm(jax.random.key(0), self.lm_cfg, train_x,
-                                              num_steps=cfg.get("lm_steps", 1000))
+                                              num_steps=cfg.lm_steps)
         self.held_ppl = ev.generative_perplexity(self.apply, self.params, self.lm_cfg, held_x)
         self.held_entropy = ev.mean_unigram_entropy(held_x)
-        self.bleu_n = cfg.get("self_bleu_samples", 100)
+        self.bleu_n = cfg.self_bleu_samples
         self.held_bleu = ev.self_bleu(held_x[:self.bleu_n])
 
     def reference(self) -> dict:
@@ -126,22 +127,31 @@ class TextScorer:
                 "self_bleu": ev.self_bleu(tokens[:self.bleu_n])}
 
 
-SCORERS = {"exact": ExactScorer, "hmm": HMMScorer, "digits": DigitsScorer, "pystdlib_text": TextScorer,
-           "npy": None}
+SCORERS: Registry[type] = Registry("evaluator (by data kind)")
+SCORERS.register("exact", ExactScorer)
+SCORERS.register("hmm", HMMScorer)
+SCORERS.register("digits", DigitsScorer)
+SCORERS.register("pystdlib_text", TextScorer)
+
+
+def make_scorer(setup: Setup):
+    """The evaluator registered for the experiment's data kind."""
+    kind = setup.exp.data["kind"]
+    if kind not in SCORERS:
+        raise ValueError(f"no evaluator for data kind {kind!r} (samples are saved as .npy for outside scoring); "
+                         f"evaluators: {SCORERS.names()}")
+    return SCORERS.get(kind)(setup)
 
 
 def evaluate(setup: Setup) -> dict:
-    kind = setup.config.data.kind
-    if SCORERS.get(kind) is None:
-        raise ValueError(f"no evaluator for data kind {kind!r} (samples are saved as .npy for outside scoring)")
-    scorer = SCORERS[kind](setup)
+    scorer = make_scorer(setup)
     rows = []
     for meta_path in sorted((setup.workdir / "samples").glob("*.json")):
         meta = json.loads(meta_path.read_text())
         tokens = np.load(meta_path.with_suffix(".npy"))
         rows.append({**meta, **scorer(tokens, sample_labels(setup, len(tokens)))})
     rows.sort(key=lambda r: (model_rank(r["model"]), r["num_steps"]))
-    results = {"experiment": setup.config.get("name", setup.workdir.name), "reference": scorer.reference(),
+    results = {"experiment": setup.exp.name or setup.workdir.name, "reference": scorer.reference(),
                "rows": rows}
     (setup.workdir / "results.json").write_text(json.dumps(results, indent=1))
     table = markdown_table(results)
@@ -153,7 +163,8 @@ def model_rank(model: str) -> tuple[int, int]:
     """Table order: teacher, student (round 1), student<r> by round, hybrid."""
     if model.startswith("student"):
         return 1, int(model[len("student"):] or 1)
-    return {"teacher": (0, 0), "hybrid": (2, 0)}.get(model, (3, 0))
+    order = {"teacher": (0, 0), "hybrid": (2, 0)}
+    return order[model] if model in order else (3, 0)
 
 SKIP_COLUMNS = {"model", "num_steps", "nfe", "teacher_nfe", "num_samples", "seconds"}
 

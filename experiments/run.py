@@ -3,10 +3,12 @@
     python -m experiments.run --config experiments/configs/quickstart.py --workdir runs/quickstart \
         [--config.distill.steps=2000 ...] [--stage all|train_teacher|distill|sample|evaluate]
 
-Stages: train_teacher -> distill (rounds 1..config.distill.rounds) -> sample -> evaluate.
-Every stage resumes: rerunning the same command continues from the last checkpoint, skips finished stages and
-sample files that exist. The resolved config is saved as <workdir>/config.json and every command line is
-appended to <workdir>/command.txt (its first line created the run; the report quotes that one).
+The config is resolved once into a typed `experiments.spec.Experiment` (an unknown key is an error); then the stages
+run in order: train_teacher -> distill (rounds 1..distill.rounds) -> sample -> evaluate, each handing the next its
+result (trained networks, sample files). Every stage resumes: rerunning the same command continues from the last
+checkpoint, skips finished stages and sample files that exist; `--stage` runs one stage on what the earlier ones
+left. The resolved config is saved as <workdir>/config.json and every command line is appended to
+<workdir>/command.txt (its first line created the run; the report quotes that one).
 """
 from __future__ import annotations
 
@@ -37,26 +39,27 @@ def _log(msg: str) -> None:
 def run(config, workdir: str | Path, stage: str = "all") -> dict | None:
     from experiments import evaluation, stages
     from experiments.setup import build_setup
+    from experiments.spec import resolve
 
+    exp = resolve(config)
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     (workdir / "config.json").write_text(config.to_json_best_effort(indent=1))
     with open(workdir / "command.txt", "a") as f:  # every invocation; the first one created the workdir
         f.write("python -m experiments.run " + shlex.join(sys.argv[1:]) + "\n")
-    setup = build_setup(config, workdir)
-    _log(f"{config.get('name', workdir.name)}: {setup.info.name} data, D={setup.num_dims}, "
+    setup = build_setup(exp, workdir)
+    _log(f"{exp.name or workdir.name}: {setup.info.name} data, D={setup.num_dims}, "
          f"{type(setup.process).__name__} process with K={setup.process.num_states} states")
-    if stage in ("train_teacher", "all"):
-        _log("stage train_teacher" + (f" (shared: {config.teacher_workdir})" if config.get("teacher_workdir") else ""))
+    wanted = lambda name: stage in (name, "all")  # noqa: E731
+    if wanted("train_teacher"):
+        _log("stage train_teacher" + (f" (shared: {exp.teacher_workdir})" if exp.teacher_workdir else ""))
         stages.train_teacher(setup)
-    if stage in ("distill", "all"):
-        for round_index in range(1, stages.num_rounds(config) + 1):
-            _log(f"stage distill (round {round_index}, objective {config.distill.objective})")
-            stages.distill(setup, round_index)
-    if stage in ("sample", "all"):
+    if wanted("distill"):
+        stages.distill(setup, log=_log)
+    if wanted("sample"):
         _log("stage sample")
-        stages.sample(setup)
-    if stage in ("evaluate", "all"):
+        stages.sample(setup, stages.trained_networks(setup))
+    if wanted("evaluate"):
         _log("stage evaluate")
         results = evaluation.evaluate(setup)
         print(evaluation.markdown_table(results), flush=True)

@@ -1,31 +1,32 @@
-"""Build an experiment's pieces (process, data, model configs, objectives) from its ConfigDict.
+"""Build an experiment's data and process from its `Experiment` description.
 
-Data kinds (config.data.kind):
-  exact   a correlated law with exact probabilities (config.data.law: 'ising' | 'parity' | 'mixture'); the
-          training set is `num_train` samples of it; evaluation uses the exact law.
+Data kinds (config.data.kind), each a registered builder with its own options dataclass:
+  exact   a correlated law with exact probabilities (law: 'ising' | 'parity' | 'mixture'); the training set is
+          `num_train` samples of it; evaluation uses the exact law.
   hmm     a random hidden Markov model language (exact likelihood); training set = `num_train` sequences.
   digits  scikit-learn digits (8x8, 17 levels, 10 classes) through the project's TFDS/array_record builder.
   pystdlib_text  the Python standard library's source files as characters.
-  npy     config.data.path: a user's int tokens [num, D] (vocab inferred or config.data.vocab_size).
+  npy     path: a user's int tokens [num, D] (vocab inferred or vocab_size).
 """
 from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import jax
 import numpy as np
 
 from di4c_jax import data as data_lib
 from di4c_jax import eval as eval_lib
-from di4c_jax.models import registry
-from di4c_jax.processes import DiscreteGaussian, Masked, Uniform
+from di4c_jax.processes import build_process
+from di4c_jax.registry import Registry, dataclass_from_options
+from experiments.spec import Experiment
 
 
 @dataclasses.dataclass
 class Setup:
-    config: Any
+    exp: Experiment
     workdir: Path
     process: Any
     info: Any  # di4c_jax.data.DataInfo
@@ -40,99 +41,149 @@ class Setup:
 
     @property
     def conditional(self) -> bool:
-        return bool(self.config.model.get("class_conditional", False)) and self.info.num_classes > 0
-
-    @property
-    def null_class(self) -> int:
-        return self.info.num_classes
+        return self.exp.model.class_conditional and self.info.num_classes > 0
 
 
-def make_law(cfg, key):
-    """The exact law of config.data (D <= 8, K <= 4)."""
+@dataclasses.dataclass(frozen=True)
+class DataBundle:
+    train: Any
+    held_out: Any
+    info: Any
+    law: Any = None
+    hmm: Any = None
+
+
+@dataclasses.dataclass(frozen=True)
+class DataKind:
+    options: type  # dataclass of the kind's options
+    build: Callable[[Any, Path], DataBundle]  # (options, workdir) -> DataBundle
+
+
+DATA_KINDS: Registry[DataKind] = Registry("data kind")
+
+
+def _array_sources(tokens: np.ndarray, vocab: int, num_eval: int) -> DataBundle:
+    train, _ = data_lib.load_dataset(tokens[num_eval:], vocab_size=vocab, name="train")
+    held, info = data_lib.load_dataset(tokens[:num_eval], vocab_size=vocab, name="eval")
+    return DataBundle(train, held, info)
+
+
+@dataclasses.dataclass(frozen=True)
+class ExactData:
+    law: str
+    num_dims: int
+    num_states: int
+    num_train: int
+    num_eval: int
+    seed: int = 1234
+    coupling: float = 1.0  # ising
+    field: float = 0.0  # ising
+    num_components: int = 4  # mixture
+    sharpness: float = 3.0  # mixture
+
+
+def make_law(cfg: ExactData, key):
+    """The exact law of the options (D <= 8, K <= 4)."""
     d, k = cfg.num_dims, cfg.num_states
     if cfg.law == "ising":
-        return eval_lib.IsingChain(num_dims=d, num_states=k, coupling=cfg.get("coupling", 1.0),
-                                   field=cfg.get("field", 0.0))
+        return eval_lib.IsingChain(num_dims=d, num_states=k, coupling=cfg.coupling, field=cfg.field)
     if cfg.law == "parity":
         return eval_lib.ParityLaw.uniform(d, k)
     if cfg.law == "mixture":
-        return eval_lib.ProductMixture.random(key, cfg.get("num_components", 4), d, k,
-                                              sharpness=cfg.get("sharpness", 3.0))
+        return eval_lib.ProductMixture.random(key, cfg.num_components, d, k, sharpness=cfg.sharpness)
     raise ValueError(f"unknown exact law {cfg.law!r}; choose 'ising', 'parity' or 'mixture'")
 
 
-def _array_sources(tokens: np.ndarray, vocab: int, num_eval: int):
-    train, _ = data_lib.load_dataset(tokens[num_eval:], vocab_size=vocab, name="train")
-    held, info = data_lib.load_dataset(tokens[:num_eval], vocab_size=vocab, name="eval")
-    return train, held, info
+def _build_exact(cfg: ExactData, workdir: Path) -> DataBundle:
+    law_key, sample_key = jax.random.split(jax.random.key(cfg.seed))
+    law = make_law(cfg, law_key)
+    tokens = np.asarray(law.sample(sample_key, cfg.num_train + cfg.num_eval))
+    return dataclasses.replace(_array_sources(tokens, cfg.num_states, cfg.num_eval), law=law)
 
 
-def build_data(config, workdir: Path):
-    """(train_source, eval_source, info, law, hmm) for config.data."""
-    cfg = config.data
-    key = jax.random.key(cfg.get("seed", 1234))
-    law_key, sample_key = jax.random.split(key)
-    if cfg.kind == "exact":
-        law = make_law(cfg, law_key)
-        tokens = np.asarray(law.sample(sample_key, cfg.num_train + cfg.num_eval))
-        return (*_array_sources(tokens, cfg.num_states, cfg.num_eval), law, None)
-    if cfg.kind == "hmm":
-        hmm = eval_lib.random_hmm(law_key, cfg.num_hidden, cfg.vocab_size,
-                                  trans_sharpness=cfg.get("trans_sharpness", 2.0),
-                                  emit_sharpness=cfg.get("emit_sharpness", 2.0))
-        tokens, _ = eval_lib.sample_hmm(sample_key, cfg.num_train + cfg.num_eval, cfg.seq_len, *hmm)
-        return (*_array_sources(np.asarray(tokens), cfg.vocab_size, cfg.num_eval), None, hmm)
-    if cfg.kind == "digits":
-        data_dir = workdir / "data"
-        train, info = data_lib.load_dataset("digits", "train", data_dir=data_dir)
-        held, _ = data_lib.load_dataset("digits", "test", data_dir=data_dir)
-        return train, held, info, None, None
-    if cfg.kind == "pystdlib_text":
-        kw = dict(seq_len=cfg.seq_len, tokenizer=cfg.get("tokenizer", "char"), max_files=cfg.get("max_files"))
-        train, info = data_lib.load_dataset("pystdlib_text", "train", **kw)
-        held, _ = data_lib.load_dataset("pystdlib_text", "test", **kw)
-        return train, held, info, None, None
-    if cfg.kind == "npy":
-        train, info = data_lib.load_dataset(cfg.path, vocab_size=cfg.get("vocab_size"))
-        return train, None, info, None, None
-    raise ValueError(f"unknown data kind {cfg.kind!r}")
+@dataclasses.dataclass(frozen=True)
+class HMMData:
+    num_hidden: int
+    vocab_size: int
+    seq_len: int
+    num_train: int
+    num_eval: int
+    seed: int = 1234
+    trans_sharpness: float = 2.0
+    emit_sharpness: float = 2.0
 
 
-def build_process(config, num_data_states: int):
-    cfg = config.process
-    if cfg.kind == "masked":
-        return Masked(vocab_size=num_data_states, schedule=cfg.get("schedule", "loglinear"),
-                      subs=cfg.get("subs", True))
-    if cfg.kind == "uniform":
-        return Uniform(num_states=num_data_states, schedule=cfg.get("schedule", "linear"))
-    if cfg.kind == "gaussian":
-        return DiscreteGaussian(num_states=num_data_states, rate_sigma=cfg.get("rate_sigma", 6.0),
-                                q_sigma=cfg.get("q_sigma", 512.0), time_base=cfg.get("time_base", 3.0),
-                                time_exponential=cfg.get("time_exponential", 100.0),
-                                t_min=cfg.get("t_min", 0.01))
-    raise ValueError(f"unknown process kind {cfg.kind!r}; choose 'masked', 'uniform' or 'gaussian'")
+def _build_hmm(cfg: HMMData, workdir: Path) -> DataBundle:
+    law_key, sample_key = jax.random.split(jax.random.key(cfg.seed))
+    hmm = eval_lib.random_hmm(law_key, cfg.num_hidden, cfg.vocab_size, trans_sharpness=cfg.trans_sharpness,
+                              emit_sharpness=cfg.emit_sharpness)
+    tokens, _ = eval_lib.sample_hmm(sample_key, cfg.num_train + cfg.num_eval, cfg.seq_len, *hmm)
+    return dataclasses.replace(_array_sources(np.asarray(tokens), cfg.vocab_size, cfg.num_eval), hmm=hmm)
 
 
-def model_config(setup: Setup, student: bool):
-    """The teacher's (student=False) or student's model ConfigDict; the student adds the lambda input."""
-    cfg = setup.config.model
-    overrides = dict(cfg.get("overrides", {}))
-    kind = registry.model_config(cfg.size).kind
-    if kind == "unet":
-        channels, resolution = setup.info.shape[0], setup.info.shape[-1]
-        overrides.update(num_states=setup.process.num_states, channels=channels, resolution=resolution)
-    else:
-        overrides.update(num_states=setup.process.num_states, num_positions=setup.num_dims)
-        if setup.conditional:
-            overrides["num_classes"] = setup.info.num_classes
-    if student:
-        overrides["lam_style"] = cfg.get("lam_style", "token" if kind == "dit" else "embed")
-        overrides["lam_zero_init"] = cfg.get("lam_zero_init", True)
-    return registry.model_config(cfg.size, **overrides)
+@dataclasses.dataclass(frozen=True)
+class DigitsData:
+    pass
 
 
-def build_setup(config, workdir) -> Setup:
+def _build_digits(cfg: DigitsData, workdir: Path) -> DataBundle:
+    data_dir = workdir / "data"
+    train, info = data_lib.load_dataset("digits", "train", data_dir=data_dir)
+    held, _ = data_lib.load_dataset("digits", "test", data_dir=data_dir)
+    return DataBundle(train, held, info)
+
+
+@dataclasses.dataclass(frozen=True)
+class TextData:
+    seq_len: int
+    tokenizer: str = "char"
+    max_files: int | None = None
+
+
+def _build_pystdlib(cfg: TextData, workdir: Path) -> DataBundle:
+    kw = dict(seq_len=cfg.seq_len, tokenizer=cfg.tokenizer, max_files=cfg.max_files)
+    train, info = data_lib.load_dataset("pystdlib_text", "train", **kw)
+    held, _ = data_lib.load_dataset("pystdlib_text", "test", **kw)
+    return DataBundle(train, held, info)
+
+
+@dataclasses.dataclass(frozen=True)
+class NpyData:
+    path: str
+    vocab_size: int | None = None
+
+
+def _build_npy(cfg: NpyData, workdir: Path) -> DataBundle:
+    train, info = data_lib.load_dataset(cfg.path, vocab_size=cfg.vocab_size)
+    return DataBundle(train, None, info)
+
+
+DATA_KINDS.register("exact", DataKind(ExactData, _build_exact))
+DATA_KINDS.register("hmm", DataKind(HMMData, _build_hmm))
+DATA_KINDS.register("digits", DataKind(DigitsData, _build_digits))
+DATA_KINDS.register("pystdlib_text", DataKind(TextData, _build_pystdlib))
+DATA_KINDS.register("npy", DataKind(NpyData, _build_npy))
+
+
+def build_data(exp: Experiment, workdir: Path) -> DataBundle:
+    options = dict(exp.data)
+    kind = DATA_KINDS.get(options.pop("kind"))
+    return kind.build(dataclass_from_options(kind.options, options, f"data kind {exp.data['kind']!r}"), workdir)
+
+
+def build_setup(exp: Experiment, workdir) -> Setup:
     workdir = Path(workdir)
-    train, held, info, law, hmm = build_data(config, workdir)
-    process = build_process(config, info.vocab_size)
-    return Setup(config, workdir, process, info, train, held, law=law, hmm=hmm)
+    bundle = build_data(exp, workdir)
+    options = dict(exp.process)
+    process = build_process(options.pop("kind"), bundle.info.vocab_size, **options)
+    return Setup(exp, workdir, process, bundle.info, bundle.train, bundle.held_out, law=bundle.law, hmm=bundle.hmm)
+
+
+def setup_from_workdir(workdir) -> Setup:
+    """The Setup of a finished run, from the config.json it saved."""
+    import json
+
+    from experiments.spec import resolve
+
+    workdir = Path(workdir)
+    return build_setup(resolve(json.loads((workdir / "config.json").read_text())), workdir)

@@ -1,8 +1,9 @@
-"""The experiment stages: train_teacher, distill (rounds 1..R), sample. Evaluation lives in evaluation.py.
+"""The experiment stages, run in order by experiments.run: train_teacher -> distill (rounds 1..R) -> sample.
+Evaluation lives in evaluation.py.
 
-Workdir layout: teacher/, student/ (round 1), student<r>/ (round r >= 2: di4c^2, multi-round SDTT) each with
-checkpoints/, metrics.jsonl and TensorBoard events; samples/<model>_<n>steps.npy ([num, D] int tokens, one file per model and
-step count) with .png grids / .txt; results.json / results.md from evaluation.
+Each stage trains (or resumes) and hands the next a `Trained` network. Workdir layout: teacher/, student/ (round 1),
+student<r>/ (round r >= 2: di4c^2, multi-round SDTT) each with checkpoints/, metrics.jsonl and TensorBoard events;
+samples/<model>_<n>steps.npy ([num, D] int tokens) with .json metadata and .png grids / .txt; results.json / .md.
 """
 from __future__ import annotations
 
@@ -11,21 +12,28 @@ import functools
 import json
 import time
 from pathlib import Path
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-from flax import nnx
 
-from di4c_jax import losses, sampling
-from di4c_jax.losses.cdm import CDMConfig, cdm_loss
-from di4c_jax.losses.sdtt import SDTTConfig, sdtt_loss, sdtt_round_dt
-from di4c_jax.losses.teacher import TeacherLossConfig, teacher_loss
+from di4c_jax import Denoiser
+from di4c_jax.losses.teacher import teacher_loss
 from di4c_jax.models import registry
-from di4c_jax.train import distillation_loss_fn, teacher_loss_fn
+from di4c_jax.sampling import SAMPLERS
+from di4c_jax.train import Round, distill_rounds, teacher_loss_fn
 from experiments import training
-from experiments.setup import Setup, model_config
+from experiments.setup import Setup
 
+
+@dataclasses.dataclass(frozen=True)
+class Trained:
+    """A trained network: its name in the workdir ('teacher', 'student', 'student<r>'), Denoiser and params."""
+
+    name: str
+    denoiser: Denoiser
+    params: Any
 
 
 def student_name(round_index: int) -> str:
@@ -35,139 +43,128 @@ def student_name(round_index: int) -> str:
     return "student" if round_index == 1 else f"student{round_index}"
 
 
-def num_rounds(config) -> int:
-    rounds = config.distill.get("rounds", 1)
-    if rounds < 1:
-        raise ValueError(f"config.distill.rounds must be >= 1, got {rounds}")
-    return rounds
+def model_config(setup: Setup, student: bool):
+    """The teacher's (student=False) or student's model ConfigDict; the student adds the lambda input."""
+    spec = setup.exp.model
+    overrides = dict(spec.overrides)
+    kind = registry.model_config(spec.size).kind
+    if kind == "unet":
+        channels, resolution = setup.info.shape[0], setup.info.shape[-1]
+        overrides.update(num_states=setup.process.num_states, channels=channels, resolution=resolution)
+    else:
+        overrides.update(num_states=setup.process.num_states, num_positions=setup.num_dims)
+        if setup.conditional:
+            overrides["num_classes"] = setup.info.num_classes
+    if student:
+        overrides["lam_style"] = spec.lam_style or ("token" if kind == "dit" else "embed")
+        overrides["lam_zero_init"] = spec.lam_zero_init
+    return registry.model_config(spec.size, **overrides)
 
 
-def denoiser(model_cfg):
-    """(apply, init_params(key)) of a model config, without allocating parameters."""
-    abstract_model = nnx.eval_shape(lambda: registry.build_model(model_cfg, jax.random.key(0)))
-    graphdef, abstract, _ = registry.split_params(abstract_model)
-    return registry.make_apply(graphdef, abstract), functools.partial(registry.init_params, model_cfg)
-
-
-def distillation_objective(cfg, round_index: int):
-    """(loss function with di4c_loss's calling convention, its static config) for config.distill."""
-    overrides = dict(cfg.get("loss", {}))
-    mixture_teacher = round_index > 1
-    if cfg.objective == "sdtt" and round_index > 1:
-        # Multi-round SDTT: the teacher step doubles every round (the round-r student takes 2^r round-1 dt's).
-        first = SDTTConfig(**overrides)
-        overrides["dt"] = sdtt_round_dt(round_index, first.dt, first.num_teacher_steps)
-    if cfg.objective == "di4c":
-        return losses.di4c_loss, losses.di4c_config(cfg.preset, teacher_is_mixture=mixture_teacher, **overrides)
-    if cfg.objective == "sdtt":
-        return sdtt_loss, SDTTConfig(student_mixture=True, teacher_is_mixture=mixture_teacher, **overrides)
-    if cfg.objective == "cdm":
-        return cdm_loss, CDMConfig(student_mixture=True, teacher_is_mixture=mixture_teacher, **overrides)
-    raise ValueError(f"unknown distillation objective {cfg.objective!r}; choose di4c, sdtt or cdm")
+def network(model_cfg) -> tuple[Denoiser, Any]:
+    """(Denoiser, init_params(key)) of a model config, without allocating parameters."""
+    return registry.make_denoiser(model_cfg), functools.partial(registry.init_params, model_cfg)
 
 
 def teacher_dir(setup: Setup) -> Path:
-    """<workdir>/teacher, or <config.teacher_workdir>/teacher to share one trained teacher between experiments."""
-    shared = setup.config.get("teacher_workdir", "")
+    """<workdir>/teacher, or <teacher_workdir>/teacher to share one trained teacher between experiments."""
+    shared = setup.exp.teacher_workdir
     return Path(shared) / "teacher" if shared else setup.workdir / "teacher"
 
 
-def train_teacher(setup: Setup):
-    config = setup.config
-    apply, init = denoiser(model_config(setup, student=False))
-    loss_cfg = TeacherLossConfig(**config.teacher.get("loss", {}))
-    loss_fn = teacher_loss_fn(teacher_loss, apply, setup.process, config=loss_cfg)
-    return training.run_stage(teacher_dir(setup), config, config.teacher, init_params=init,
-                              loss_fn=loss_fn, source=setup.train_source, conditional=setup.conditional,
-                              null_class=setup.null_class, num_states=setup.info.vocab_size)
+def _null_class(setup: Setup) -> int | None:
+    return setup.info.num_classes if setup.conditional else None
 
 
-def load_teacher(setup: Setup, weights: str | None = None):
-    """(apply, params, is_mixture=False) of the trained teacher; weights 'ema' or 'raw' (default:
-    config.distill.teacher_weights, 'ema' as in the references)."""
-    apply, init = denoiser(model_config(setup, student=False))
-    state = training.load_stage(teacher_dir(setup), setup.config, setup.config.teacher, init)
-    weights = weights or setup.config.distill.get("teacher_weights", "ema")
-    return apply, state["ema_params" if weights == "ema" else "params"], False
+def train_teacher(setup: Setup) -> None:
+    spec = setup.exp.teacher
+    denoiser, init = network(model_config(setup, student=False))
+    loss_fn = teacher_loss_fn(teacher_loss, denoiser=denoiser, process=setup.process, config=spec.loss)
+    training.run_stage(teacher_dir(setup), setup.exp, spec.train, init_params=init, loss_fn=loss_fn,
+                       source=setup.train_source, null_class=_null_class(setup), num_states=setup.info.vocab_size)
 
 
-def load_student(setup: Setup, round_index: int = 1, weights: str = "ema"):
-    """(apply, params, is_mixture=True) of a distilled student (EMA weights by default)."""
-    apply, init = denoiser(model_config(setup, student=True))
-    state = training.load_stage(setup.workdir / student_name(round_index), setup.config, setup.config.distill,
-                                init)
-    return apply, state["ema_params" if weights == "ema" else "params"], True
+def load_teacher(setup: Setup, weights: str | None = None) -> Trained:
+    """The trained teacher; weights 'ema' or 'raw' (default: distill.teacher_weights)."""
+    denoiser, init = network(model_config(setup, student=False))
+    state = training.load_stage(teacher_dir(setup), setup.exp, setup.exp.teacher.train, init)
+    weights = weights or setup.exp.distill.teacher_weights
+    return Trained("teacher", denoiser, state["ema_params" if weights == "ema" else "params"])
 
 
-def distill(setup: Setup, round_index: int = 1):
-    """Round 1: teacher -> mixture student. Round r >= 2 (di4c^2, multi-round SDTT): the round r-1 student is the
-    (mixture) teacher and the student starts from it. The student starts from the weights named by config.distill.init_from ('raw',
-    the reference's choice, or 'ema'); its new lambda parameters are zero-initialised."""
-    config = setup.config
-    init_from = config.distill.get("init_from", "raw")
-    if round_index == 1:
-        teacher_apply, teacher_params, _ = load_teacher(setup)
-        start = load_teacher(setup, weights=init_from)[1]
-    else:
-        teacher_apply, teacher_params, _ = load_student(setup, round_index - 1)
-        start = load_student(setup, round_index - 1, weights=init_from)[1]
-    student_apply, student_init = denoiser(model_config(setup, student=True))
-    start = jax.device_get(start)
+def load_student(setup: Setup, round_index: int = 1, weights: str = "ema") -> Trained:
+    """A distilled (mixture) student, EMA weights by default."""
+    denoiser, init = network(model_config(setup, student=True))
+    name = student_name(round_index)
+    state = training.load_stage(setup.workdir / name, setup.exp, setup.exp.distill.train, init)
+    return Trained(name, denoiser, state["ema_params" if weights == "ema" else "params"])
 
-    def init_params(key):
-        return registry.init_student_from_teacher(start, student_init(key), allow_unused=round_index > 1)
 
-    loss, loss_cfg = distillation_objective(config.distill, round_index)
-    loss_fn = distillation_loss_fn(loss, student_apply, teacher_apply, setup.process, loss_cfg)
-    return training.run_stage(setup.workdir / student_name(round_index), config, config.distill,
-                              init_params=init_params, loss_fn=loss_fn, source=setup.train_source,
-                              frozen=teacher_params, conditional=setup.conditional, null_class=setup.null_class,
-                              num_states=setup.info.vocab_size, seed_offset=round_index)
+def distill(setup: Setup, log=print) -> None:
+    """Rounds 1..distill.rounds (`di4c_jax.train.distill_rounds`): round 1 distils the teacher into a mixture
+    student; round r >= 2 (di4c^2, multi-round SDTT) distils the round r-1 student. Each student starts from the
+    previous network's weights named by distill.init_from; its new lambda parameters are zero-initialised."""
+    spec = setup.exp.distill
+    teacher, teacher_init = network(model_config(setup, student=False))
+    teacher_state = training.load_stage(teacher_dir(setup), setup.exp, setup.exp.teacher.train, teacher_init)
+    student, student_init = network(model_config(setup, student=True))
+
+    def train_round(rnd: Round) -> dict:
+        log(f"stage distill (round {rnd.index}, objective {spec.objective})")
+        return training.run_stage(setup.workdir / student_name(rnd.index), setup.exp, spec.train,
+                                  init_params=rnd.init_params, loss_fn=rnd.loss_fn, source=setup.train_source,
+                                  frozen=rnd.teacher_params, null_class=_null_class(setup),
+                                  num_states=setup.info.vocab_size, seed_offset=rnd.index)
+
+    distill_rounds(train_round, objective=spec.objective, options=spec.loss, num_rounds=spec.rounds,
+                   process=setup.process, teacher=teacher, teacher_state=teacher_state, student=student,
+                   student_init=student_init, teacher_weights=spec.teacher_weights, init_from=spec.init_from)
+
+
+def trained_networks(setup: Setup) -> dict[str, Trained]:
+    """The teacher, and the round-1 and last-round students that have been trained."""
+    nets = {"teacher": load_teacher(setup)}
+    for round_index in dict.fromkeys((1, setup.exp.distill.rounds)):
+        if (setup.workdir / student_name(round_index) / "checkpoints").exists():
+            nets[student_name(round_index)] = load_student(setup, round_index)
+    return nets
 
 
 # ----------------------------------------------------------------------------------------------- sampling
 
 
 @dataclasses.dataclass(frozen=True)
-class SampleSpec:
+class SampleJob:
     name: str  # teacher | student | student<r> | hybrid
     num_steps: int
-    teacher_steps: int = 0  # hybrid: the teacher's share of the steps (incl. the final one)
+    teacher_last_steps: int = 0  # hybrid: the teacher's share of the steps (incl. the final one)
 
     @property
     def filename(self) -> str:
         return f"{self.name}_{self.num_steps}steps"
 
 
-def sample_specs(config, available: set[str]) -> list[SampleSpec]:
-    cfg = config.sample
-    specs = [SampleSpec("teacher", n) for n in cfg.teacher_steps]
+def sample_jobs(setup: Setup, available: set[str]) -> list[SampleJob]:
+    spec = setup.exp.sample
+    jobs = [SampleJob("teacher", n) for n in spec.teacher_steps]
     # Round 1 and the final round (the intermediate rounds of a long SDTT schedule are only stepping stones).
-    for name in dict.fromkeys((student_name(1), student_name(num_rounds(config)))):
+    for name in dict.fromkeys((student_name(1), student_name(setup.exp.distill.rounds))):
         if name in available:
-            specs += [SampleSpec(name, n) for n in cfg.student_steps]
+            jobs += [SampleJob(name, n) for n in spec.student_steps]
     if "student" in available:
-        specs += [SampleSpec("hybrid", n, k) for n, k in cfg.get("hybrid", [])]
-    return specs
+        jobs += [SampleJob("hybrid", n, k) for n, k in spec.hybrid]
+    return jobs
 
 
-def _make_sampler(setup: Setup, spec: SampleSpec, nets: dict, batch: int):
-    cfg = setup.config.sample
-    shape = (batch, setup.num_dims)
-    if spec.name == "hybrid":
-        (s_apply, _, s_mix), (t_apply, _, t_mix) = nets["student"], nets["teacher"]
-        return sampling.make_analytic_sampler(setup.process, s_apply, shape=shape, num_steps=spec.num_steps,
-                                              mixture=s_mix, teacher_apply=t_apply,
-                                              teacher_steps=spec.teacher_steps, teacher_mixture=t_mix,
-                                              final=cfg.get("final"))
-    apply, _, mixture = nets[spec.name]
-    if cfg.get("sampler", "analytic") == "maskgit":
-        return sampling.make_maskgit_sampler(apply, shape=shape, mask_id=setup.process.mask_id,
-                                             num_steps=spec.num_steps, guidance=cfg.get("guidance", 0.0),
-                                             null_class=setup.null_class if setup.conditional else None,
-                                             r_temp=cfg.get("r_temp", 4.5), mixture=mixture)
-    return sampling.make_analytic_sampler(setup.process, apply, shape=shape, num_steps=spec.num_steps,
-                                          mixture=mixture, final=cfg.get("final"))
+def make_sampler(setup: Setup, job: SampleJob, nets: dict[str, Trained], batch: int):
+    """The registered sampler of sample.sampler for one job (hybrids: the analytic sampler, teacher last)."""
+    spec = setup.exp.sample
+    common = dict(process=setup.process, shape=(batch, setup.num_dims), num_steps=job.num_steps)
+    if job.name == "hybrid":
+        options = spec.options if spec.sampler == "analytic" else {}
+        return SAMPLERS.get("analytic")(denoiser=nets["student"].denoiser, teacher=nets["teacher"].denoiser,
+                                        teacher_last_steps=job.teacher_last_steps, **common, **options)
+    return SAMPLERS.get(spec.sampler)(denoiser=nets[job.name].denoiser, **common, **spec.options)
 
 
 def sample_labels(setup: Setup, num: int) -> np.ndarray | None:
@@ -195,42 +192,34 @@ def save_preview(setup: Setup, tokens: np.ndarray, stem: Path, count: int = 64) 
             (grid.shape[1] * 4, grid.shape[0] * 4), Image.NEAREST).save(stem.with_suffix(".png"))
 
 
-def trained_networks(setup: Setup) -> dict:
-    nets = {"teacher": load_teacher(setup)}
-    for round_index in dict.fromkeys((1, num_rounds(setup.config))):
-        if (setup.workdir / student_name(round_index) / "checkpoints").exists():
-            nets[student_name(round_index)] = load_student(setup, round_index)
-    return nets
-
-
-def sample(setup: Setup):
-    """Generate config.sample.num_samples per model and step count; returns {filename: seconds}."""
-    cfg = setup.config.sample
+def sample(setup: Setup, nets: dict[str, Trained]) -> dict[str, float]:
+    """Generate sample.num_samples per model and step count; returns {filename: seconds} of the new files."""
+    spec = setup.exp.sample
     out = setup.workdir / "samples"
     out.mkdir(parents=True, exist_ok=True)
-    nets = trained_networks(setup)
-    labels = sample_labels(setup, cfg.num_samples)
+    labels = sample_labels(setup, spec.num_samples)
     timings = {}
-    for idx, spec in enumerate(sample_specs(setup.config, set(nets))):
-        path = out / f"{spec.filename}.npy"
+    for idx, job in enumerate(sample_jobs(setup, set(nets))):
+        path = out / f"{job.filename}.npy"
         if path.exists():
             continue
-        batch = min(cfg.batch_size, cfg.num_samples)
-        sampler = _make_sampler(setup, spec, nets, batch)
-        params = nets["student" if spec.name == "hybrid" else spec.name][1]
-        teacher_params = nets["teacher"][1] if spec.name == "hybrid" else None
-        key = jax.random.fold_in(jax.random.key(setup.config.seed + 99), idx)
+        batch = min(spec.batch_size, spec.num_samples)
+        sampler = make_sampler(setup, job, nets, batch)
+        params = nets["student" if job.name == "hybrid" else job.name].params
+        teacher_params = nets["teacher"].params if job.name == "hybrid" else None
+        key = jax.random.fold_in(jax.random.key(setup.exp.seed + 99), idx)
         chunks, start = [], time.perf_counter()
-        for i in range(0, cfg.num_samples, batch):
+        for i in range(0, spec.num_samples, batch):
             cond = None if labels is None else jnp.asarray(labels[i:i + batch])
             if cond is not None and cond.shape[0] < batch:
                 cond = jnp.pad(cond, (0, batch - cond.shape[0]))
-            chunks.append(np.asarray(sampler(jax.random.fold_in(key, i), params, teacher_params, cond)))
-        tokens = np.concatenate(chunks)[:cfg.num_samples].astype(np.int32)
-        timings[spec.filename] = time.perf_counter() - start
+            chunks.append(np.asarray(sampler(jax.random.fold_in(key, i), params=params,
+                                             teacher_params=teacher_params, cond=cond)))
+        tokens = np.concatenate(chunks)[:spec.num_samples].astype(np.int32)
+        timings[job.filename] = time.perf_counter() - start
         np.save(path, tokens)
-        save_preview(setup, tokens, out / spec.filename)
-        (out / f"{spec.filename}.json").write_text(json.dumps(
-            {"model": spec.name, "num_steps": spec.num_steps, "nfe": sampler.nfe, "teacher_nfe": sampler.teacher_nfe,
-             "seconds": timings[spec.filename], "num_samples": cfg.num_samples}))
+        save_preview(setup, tokens, out / job.filename)
+        (out / f"{job.filename}.json").write_text(json.dumps(
+            {"model": job.name, "num_steps": job.num_steps, "nfe": sampler.nfe, "teacher_nfe": sampler.teacher_nfe,
+             "seconds": timings[job.filename], "num_samples": spec.num_samples}))
     return timings

@@ -20,11 +20,11 @@ def get_config(size: str = "default"):
                    overrides=dict(hidden=96, depth=3, num_heads=4, dropout=0.1))
     c.teacher = dict(steps=6000, batch_size=64, checkpoint_every=2000, log_every=200, label_drop=0.1,
                      optim=dict(learning_rate=1e-3, warmup_steps=200, ema_decay=0.999), loss=dict(objective="mdlm"))
-    c.distill = dict(objective="di4c", preset="maskgit", loss=dict(num_lambda=16), steps=2000, batch_size=16,
+    c.distill = dict(objective="di4c", loss=dict(recipe="maskgit", num_lambda=16), steps=2000, batch_size=16,
                      checkpoint_every=1000, log_every=100, init_from="raw", label_drop=0.1,
                      optim=dict(learning_rate=1e-4, ema_decay=0.999), rounds=1)
-    c.sample = dict(sampler="maskgit", guidance=2.0, r_temp=4.5, teacher_steps=(2, 4, 8, 16), student_steps=(2, 4, 8),
-                    num_samples=2000, batch_size=500)
+    c.sample = dict(sampler="maskgit", options=dict(guidance=2.0, r_temp=4.5), teacher_steps=(2, 4, 8, 16),
+                    student_steps=(2, 4, 8), num_samples=2000, batch_size=500)
     c.evaluate = dict(classifier_steps=2000, kid_subset_size=200)
     if size == "cpu":
         c.model.overrides.update(hidden=64, depth=2)

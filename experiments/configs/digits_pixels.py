@@ -26,7 +26,7 @@ def get_config(size: str = "default"):
                      optim=dict(learning_rate=1e-3, warmup_steps=200, ema_decay=0.999), loss=dict(objective="ctmc"))
     # The tauLDR recipe with the quickstart's wide teacher step delta ~ LogUniform[0.02, 0.5] (the CIFAR-10 values
     # [1e-3, 1e-2] suit a student sampled with many steps; this one is sampled with 2-8).
-    c.distill = dict(objective="di4c", preset="tauldr", loss=dict(num_lambda=16, min_delta=0.02, max_delta=0.5),
+    c.distill = dict(objective="di4c", loss=dict(recipe="tauldr", num_lambda=16, min_delta=0.02, max_delta=0.5),
                      steps=3000, batch_size=8,
                      checkpoint_every=1000, log_every=100, init_from="raw",
                      optim=dict(learning_rate=2e-4, ema_decay=0.999), rounds=1)

@@ -8,7 +8,20 @@ compared with the exact law (TV from 200k samples per row).
 from experiments.configs.base import base_config
 
 
-def get_config():
+RECIPE_LOSS = {
+    # tauLDR recipe with a wide teacher step: delta ~ LogUniform[0.02, 0.5] (the CIFAR-10 values [1e-3, 1e-2] are
+    # for a 1000-step teacher; a few-step student needs consistency across big steps). N = 64 lambda samples: the
+    # N-sample mixture log-density is biased low, and N = 16 learned much less in our small probe.
+    "tauldr": dict(recipe="tauldr", num_lambda=64, min_delta=0.02, max_delta=0.5),
+    # The sdtt recipe on this space (README section 1, tuning): teacher step u = t - 1/32 on a 32-bin grid.
+    "sdtt": dict(recipe="sdtt", num_lambda=64, num_time_bins=32, distil_time=0.05),
+}
+
+
+def get_config(recipe: str = "tauldr"):
+    """`quickstart.py` (the tauldr recipe) or `quickstart.py:sdtt`."""
+    if recipe not in RECIPE_LOSS:
+        raise ValueError(f"unknown recipe {recipe!r}; choose one of {sorted(RECIPE_LOSS)}")
     c = base_config("quickstart (Ising chain, masked, D=6, K=3)")
     c.data = dict(kind="exact", law="ising", num_dims=6, num_states=3, coupling=1.5, num_train=100_000,
                   num_eval=1_000, seed=1234)
@@ -17,11 +30,7 @@ def get_config():
                                                    lam_dim=32))
     c.teacher = dict(steps=3000, batch_size=256, checkpoint_every=1000, log_every=250,
                      optim=dict(learning_rate=1e-3, ema_decay=0.999), loss=dict(objective="mdlm"))
-    # tauLDR recipe with a wide teacher step: delta ~ LogUniform[0.02, 0.5] (the CIFAR-10 values [1e-3, 1e-2] are
-    # for a 1000-step teacher; a few-step student needs consistency across big steps). N = 64 lambda samples:
-    # the N-sample mixture log-density is biased low, and N = 16 learns much less (shared/spec/findings.md).
-    c.distill = dict(objective="di4c", preset="tauldr", loss=dict(num_lambda=64, time_grid=32, distil_time=0.05,
-                                                                    min_delta=0.02, max_delta=0.5),
+    c.distill = dict(objective="di4c", loss=dict(RECIPE_LOSS[recipe]),
                      steps=2000, batch_size=64, checkpoint_every=1000, log_every=250, init_from="ema",
                      optim=dict(learning_rate=3e-4, ema_decay=0.999), rounds=1)
     c.sample = dict(teacher_steps=(1, 2, 4, 8, 16, 64), student_steps=(1, 2, 4, 8), hybrid=((4, 1),),

@@ -20,7 +20,7 @@ def get_config():
     c.teacher = dict(steps=8000, batch_size=64, checkpoint_every=2000, log_every=200,
                      optim=dict(learning_rate=1e-3, warmup_steps=200, ema_decay=0.999), loss=dict(objective="mdlm"))
     # The quickstart's recipe: tauLDR scheme with a wide teacher step delta ~ LogUniform[0.02, 0.5].
-    c.distill = dict(objective="di4c", preset="tauldr", loss=dict(num_lambda=16, min_delta=0.02, max_delta=0.5),
+    c.distill = dict(objective="di4c", loss=dict(recipe="tauldr", num_lambda=16, min_delta=0.02, max_delta=0.5),
                      steps=1000, batch_size=16, checkpoint_every=500, log_every=100, init_from="ema",
                      optim=dict(learning_rate=3e-4, ema_decay=0.999), rounds=2)
     c.sample = dict(teacher_steps=(1, 2, 4, 8, 16, 32, 64), student_steps=(1, 2, 4, 8), hybrid=((4, 1),),
