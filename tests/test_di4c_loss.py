@@ -10,7 +10,7 @@ import pytest
 from di4c_jax import Denoiser
 from di4c_jax.losses import (MaskGITRecipe, SDTTRecipe, TauLDRRecipe, di4c_config, di4c_loss, di4c_objective,
                              sample_components)
-from di4c_jax.losses.di4c import _small_time_distillation, _teacher_marginal_and_steps
+from di4c_jax.losses.di4c import _composition, _small_time_distillation
 from di4c_jax.processes import DiscreteGaussian, Masked
 
 N, M, D, K = 3, 2, 3, 3
@@ -318,8 +318,8 @@ def test_mixture_teacher_marginal_reduces_to_product_when_lambda_is_ignored():
     x_t = process.sample_xt(rbg_key(2), x0, t)
     ignore_lam = lambda p, x, t, lam, c, *, rngs=None: denoiser_apply(p, x, t, None, c)
     mixture_teacher = net(process, True, ignore_lam)
-    mix_marg, x_u = jax.jit(lambda k: _teacher_marginal_and_steps(k, mixture_teacher, teacher, process, x_t, t, u,
-                                                                  cond, config))(rbg_key(3))
+    mix_marg, x_u, _, _ = jax.jit(lambda k: composition(k, mixture_teacher, teacher, process, x_t, t, u, cond,
+                                                        config))(rbg_key(3))
     prod_marg = process.x0_logprobs(ignore_lam(teacher, x_t, t, None, cond), x_t)
     np.testing.assert_allclose(mix_marg, prod_marg, atol=1e-5)
     assert x_u.shape == (BATCH, 3, DIMS)
@@ -344,8 +344,8 @@ def test_maskgit_teacher_step_reveals_scheduled_count():
     r = jnp.linspace(0.0, 0.97, batch)
     t, u = 1.0 - r, 1.0 - jnp.minimum(r + config.r_delta, 1.0)
     x_t = process.sample_xt(rbg_key(5), x0, t)
-    _, x_u = jax.jit(lambda k: _teacher_marginal_and_steps(k, net(process, False), teacher, process, x_t, t, u, None,
-                                                           config))(rbg_key(6))
+    _, x_u, _, _ = jax.jit(lambda k: composition(k, net(process, False), teacher, process, x_t, t, u, None,
+                                                 config))(rbg_key(6))
     n_masked = np.asarray(x_t == process.mask_id).sum(1)
     gamma_next = (2 / np.pi) * np.arccos(np.minimum(np.asarray(r) + 0.05, 1.0))
     reveal = np.clip(np.trunc((1 - gamma_next) * dims - (dims - n_masked)), 0, n_masked)
@@ -354,6 +354,13 @@ def test_maskgit_teacher_step_reveals_scheduled_count():
     unmasked = np.asarray(x_t != process.mask_id)[:, None]
     assert np.all(np.where(unmasked, np.asarray(x_u) == np.asarray(x_t)[:, None], True))
     assert reveal.sum() > 0
+
+
+def composition(key, teacher, teacher_params, process, x_t, t, u, cond, config, chunk=2):
+    """The loss's teacher steps and composition samples (student: a fresh mixture at the teacher's params)."""
+    return _composition(jax.random.split(key, 3), teacher=teacher, teacher_params=teacher_params,
+                        student=net(process, True), student_params=teacher_params, process=process, x_t=x_t, t=t,
+                        u=u, cond=cond, config=config, chunk=chunk)
 
 
 def test_time_draws_per_scheme():

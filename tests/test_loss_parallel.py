@@ -71,10 +71,13 @@ def _assert_nontrivial(grads):
 CONFIGS = {
     "sdtt": di4c_config("sdtt", num_lambda=NUM_LAMBDA),
     "tauldr": di4c_config("tauldr", num_lambda=NUM_LAMBDA),
+    # memory-flat chunks of 3 lambdas (a remainder chunk too): the scans and the custom VJP under jit and shard_map
+    "tauldr_chunked": di4c_config("tauldr", num_lambda=NUM_LAMBDA, chunk=3),
 }
 
 
-@pytest.fixture(scope="module", params=["sdtt", pytest.param("tauldr", marks=pytest.mark.slow)])
+@pytest.fixture(scope="module", params=["sdtt", pytest.param("tauldr", marks=pytest.mark.slow),
+                                        pytest.param("tauldr_chunked", marks=pytest.mark.slow)])
 def config(request):
     return CONFIGS[request.param]
 

@@ -17,15 +17,19 @@ F is the log mixture density, G the log product of its marginals; KLs are summed
 """
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 
 from di4c_jax.denoiser import Denoiser, draw_lam
+from di4c_jax.losses.chunked import (ComponentStats, chunked_component_stats, component_stats, default_chunk,
+                                     like_batch, scan_chunks)
 from di4c_jax.losses.inputs import checked_batch
-from di4c_jax.losses.mixture import kl_sum, mixture_log_likelihood, mixture_log_marginal, sample_components
+from di4c_jax.losses.mixture import kl_sum, mixture_log_density_at, mixture_log_marginal
 from di4c_jax.losses.recipes import Di4CRecipe
+from di4c_jax.processes.base import sample_categorical
 from di4c_jax.processes.protocol import Process
 
 sg = jax.lax.stop_gradient
@@ -47,26 +51,43 @@ def di4c_objective(*, logp_t, x0, logp_teacher_t, logp_u, x_hat, time_coeff, w_d
     Returns:
       (scalar loss, aux): aux as in the module docstring (tauldr's `distil` is added by `di4c_loss`).
     """
-    batch = _check_objective_shapes(logp_t, x0, logp_teacher_t, logp_u, x_hat)
+    _check_objective_shapes(logp_t, x0, logp_teacher_t, logp_u, x_hat)
+    stats = component_stats(logp_t, _points(x0, x_hat), jnp.exp(sg(logp_teacher_t)))
+    return objective_from_stats(stats, logp_teacher_t=logp_teacher_t, log_marginal_u=mixture_log_marginal(logp_u),
+                                time_coeff=time_coeff, w_distil=w_distil, w_consis=w_consis,
+                                control_variate=control_variate)
+
+
+def _points(x0, x_hat):
+    """x0 and the composition samples as one [B, 1 + M, D] set of points."""
+    return jnp.concatenate([x0[:, None, :].astype(jnp.int32), x_hat.astype(jnp.int32)], axis=1)
+
+
+def objective_from_stats(stats: ComponentStats, *, logp_teacher_t, log_marginal_u, time_coeff, w_distil, w_consis,
+                         control_variate: bool = True):
+    """`di4c_objective` from the student's component statistics (`losses.chunked`), values gathered at the points
+    [x0, x_hat_1..M]. log_marginal_u: [B, D, K] the composition components' marginals (stop-gradient)."""
+    batch = stats.cross.shape[0]
     weights = (("time_coeff", time_coeff), ("w_consis", w_consis)) + (
         () if w_distil is None else (("w_distil", w_distil),))
     for name, w in weights:
         if jnp.shape(w) != (batch,):
             raise ValueError(f"{name} must be float[B={batch}], got shape {jnp.shape(w)}")
-    logp_teacher_t, logp_u = sg(logp_teacher_t), sg(logp_u)
-    log_marginal = mixture_log_marginal(logp_t)
+    logp_teacher_t, log_marginal_u = sg(logp_teacher_t), sg(log_marginal_u)
+    log_marginal = stats.log_marginal
 
-    data_cor = -mixture_log_likelihood(logp_t, x0[:, None, :], control_variate)[:, 0]
-    consis_cor = -jnp.mean(mixture_log_likelihood(logp_t, x_hat, control_variate), axis=1)
+    density = mixture_log_density_at(stats.values, control_variate)  # [B, 1 + M]
+    data_cor, consis_cor = -density[:, 0], -jnp.mean(density[:, 1:], axis=1)
     if control_variate:
         data_ind = kl_sum(logp_teacher_t, log_marginal)
-        consis_ind = kl_sum(sg(mixture_log_marginal(logp_u)), log_marginal)
+        consis_ind = kl_sum(log_marginal_u, log_marginal)
     else:
-        data_ind = consis_ind = jnp.zeros((batch,), logp_t.dtype)
+        data_ind = consis_ind = jnp.zeros((batch,), log_marginal.dtype)
     if w_distil is None:
-        distil = jnp.zeros((batch,), logp_t.dtype)
-    else:
-        distil = w_distil * jnp.mean(kl_sum(logp_teacher_t[:, None], logp_t), axis=1)
+        distil = jnp.zeros((batch,), log_marginal.dtype)
+    else:  # mean_n KL(teacher || component n) = sum tau log tau - mean_n sum tau log p_n
+        neg_entropy = jnp.sum(jnp.exp(logp_teacher_t) * logp_teacher_t, axis=(1, 2))
+        distil = w_distil * (neg_entropy - jnp.mean(stats.cross, axis=1))
 
     data = time_coeff * data_cor + data_ind
     consis = w_consis * (consis_cor + consis_ind)
@@ -96,47 +117,116 @@ def _repeat(x, n):
     return None if x is None else jnp.repeat(x, n, axis=0)
 
 
-def _teacher_marginal_and_steps(key, teacher: Denoiser, teacher_params, process, x_t, t, u, cond,
-                                config: Di4CRecipe):
-    """Teacher x0 marginals at (x_t, t) [B, D, K] (stop-gradient) and M teacher steps t -> u, int32[B, M, D].
+def _composition(keys, *, teacher: Denoiser, teacher_params, student: Denoiser, student_params, process, x_t, t, u,
+                 cond, config: Di4CRecipe, chunk: int):
+    """Everything the consistency term needs from the teacher steps, `chunk` of the M composition copies at a time.
 
-    A mixture teacher (di4c^2) estimates its marginals from M fresh lambdas, and teacher step m uses component m."""
-    batch, m = x_t.shape[0], config.num_samples_composition
-    k_lam, k_step = jax.random.split(key)
-    teacher_params = sg(teacher_params)
-    if teacher.mixture:
-        components = teacher.component_logprobs(k_lam, process, teacher_params, x_t, t, num=m, cond=cond)
-        marginal, step_logp, step_axis = mixture_log_marginal(components), components, 1
-    else:
-        marginal = teacher.logprobs(process, teacher_params, x_t, t, None, cond)
-        step_logp, step_axis = marginal, None
+    keys: (k_teacher, k_lam_u, k_hat). Returns, all stop-gradient: the teacher's x0 marginals at (x_t, t) [B, D, K],
+    the M teacher steps t -> u x_u int32[B, M, D], one draw x_hat int32[B, M, D] of each composition component
+    (the student at (x_u_m, u) with its own lambda), and the composition components' marginals [B, D, K]. A mixture
+    teacher (di4c^2) estimates its marginals from M fresh lambdas, and teacher step m uses component m. Copy m's
+    randomness is its own (keys split per copy), so with JAX's default threefry keys the draws do not depend on
+    `chunk` (rbg keys' bits depend on the vmap batch size).
+    """
+    k_teacher, k_lam_u, k_hat = keys
+    batch, dims = x_t.shape
+    m, classes = config.num_samples_composition, process.num_states
+    k_lam, k_step = jax.random.split(k_teacher)
+    step_keys, hat_keys = jax.random.split(k_step, m), jax.random.split(k_hat, m)
+    lam_teacher = draw_lam(k_lam, batch * m).reshape(batch, m)
+    lam_u = draw_lam(k_lam_u, batch * m).reshape(batch, m)
+    teacher_params, student_params = sg(teacher_params), sg(student_params)
+    product_marginal = None if teacher.mixture else teacher.logprobs(process, teacher_params, x_t, t, None, cond)
 
-    def step(k, logp):
-        return config.teacher_step(k, process, x_t, logp, t, u)
+    def copies(idx):
+        """(teacher logsumexp or None, composition logsumexp [B, D, K], x_u [B, m_c, D], x_hat [B, m_c, D])."""
+        m_c = idx.shape[0]
+        step = lambda k, logp: config.teacher_step(k, process, x_t, logp, t, u)  # noqa: E731
+        if teacher.mixture:
+            comp = teacher.logprobs(process, teacher_params, _repeat(x_t, m_c), _repeat(t, m_c),
+                                    lam_teacher[:, idx].reshape(-1), _repeat(cond, m_c))
+            comp = comp.reshape(batch, m_c, dims, classes)
+            lse_teacher = jax.nn.logsumexp(comp, axis=1)
+            x_u = jax.vmap(step, in_axes=(0, 1), out_axes=1)(step_keys[idx], comp)
+        else:
+            lse_teacher = None
+            x_u = jax.vmap(step, in_axes=(0, None), out_axes=1)(step_keys[idx], product_marginal)
+        logp_u = student.logprobs(process, student_params, x_u.reshape(batch * m_c, dims), _repeat(u, m_c),
+                                  lam_u[:, idx].reshape(-1) if student.mixture else None, _repeat(cond, m_c))
+        logp_u = logp_u.reshape(batch, m_c, dims, classes)
+        x_hat = jax.vmap(sample_categorical, in_axes=(0, 1), out_axes=1)(hat_keys[idx], logp_u)
+        return lse_teacher, jax.nn.logsumexp(logp_u, axis=1), x_u, x_hat
 
-    x_u = jax.vmap(step, in_axes=(0, step_axis))(jax.random.split(k_step, m), sg(step_logp))  # [M, B, D]
-    return sg(marginal), jnp.swapaxes(x_u, 0, 1)
+    chunk = min(chunk, m)
+    full, rest = divmod(m, chunk)
+
+    def chunk_copies(c):
+        lse_teacher, lse_u, x_u, x_hat = copies(c * chunk + jnp.arange(chunk))
+        return (lse_teacher, lse_u), (x_u, x_hat)
+
+    def combine(acc, new):
+        return tuple(None if a is None else jnp.logaddexp(a, b) for a, b in zip(acc, new))
+
+    empty = like_batch(x_t, (batch, dims, classes), -jnp.inf)
+    init = (None if product_marginal is not None else empty, empty)
+    (lse_teacher, lse_u), (x_u, x_hat) = scan_chunks(chunk_copies, full, combine, init)
+    x_u, x_hat = (jnp.moveaxis(a, 0, 1).reshape(batch, full * chunk, dims) for a in (x_u, x_hat))
+    if rest:
+        lse_teacher_r, lse_u_r, x_u_r, x_hat_r = copies(full * chunk + jnp.arange(rest))
+        lse_teacher = lse_teacher if lse_teacher_r is None else jnp.logaddexp(lse_teacher, lse_teacher_r)
+        lse_u = jnp.logaddexp(lse_u, lse_u_r)
+        x_u, x_hat = jnp.concatenate([x_u, x_u_r], axis=1), jnp.concatenate([x_hat, x_hat_r], axis=1)
+    marginal = product_marginal if product_marginal is not None else lse_teacher - math.log(m)
+    return sg(marginal), sg(x_u), sg(x_hat), sg(lse_u - math.log(m))
 
 
 def _small_time_distillation(key, student: Denoiser, student_params, teacher: Denoiser, teacher_params, process,
-                             x0, cond, config):
+                             x0, cond, config, chunk: int | None = None):
     """tauldr: per (b, j) an independent x_t' ~ q(. | x0) at t' = min_time + Bern(1/2) U width and a fresh lambda;
     returns mean_j KL(teacher || student component j), float32[B]. A mixture teacher (di4c^2) is evaluated at the
     same lambda as the student component, so the term upper-bounds KL(teacher mixture || student mixture) (joint
-    convexity of the KL), as the per-component KL does for a product teacher."""
+    convexity of the KL), as the per-component KL does for a product teacher. With `chunk` < N the N copies go
+    through the networks `chunk` at a time under `jax.checkpoint` (memory flat in N; the draws are made up front,
+    so only dropout masks depend on the chunking)."""
     batch, n = x0.shape[0], config.num_lambda
     k_coin, k_u, k_x, k_lam, k_drop = jax.random.split(key, 5)
     coin = jax.random.bernoulli(k_coin, 0.5, (batch * n,))
     t_small = config.min_time + coin * jax.random.uniform(k_u, (batch * n,)) * config.small_time_width
     x_small = process.sample_xt(k_x, _repeat(x0, n), t_small)
-    cond_rep = _repeat(cond, n)
     lam = draw_lam(k_lam, batch * n)
-    teacher_logp = teacher.logprobs(process, sg(teacher_params), x_small, t_small,
-                                    lam if teacher.mixture else None, cond_rep)
     rngs = k_drop if config.student_dropout else None
-    student_logp = student.logprobs(process, student_params, x_small, t_small, lam if student.mixture else None,
-                                    cond_rep, rngs=rngs)
-    return jnp.mean(kl_sum(sg(teacher_logp), student_logp).reshape(batch, n), axis=1)
+
+    def kl(params, x, t_rows, lam_rows, cond_rows, drop_key):
+        teacher_logp = teacher.logprobs(process, sg(teacher_params), x, t_rows,
+                                        lam_rows if teacher.mixture else None, cond_rows)
+        student_logp = student.logprobs(process, params, x, t_rows, lam_rows if student.mixture else None,
+                                        cond_rows, rngs=drop_key)
+        return kl_sum(sg(teacher_logp), student_logp)
+
+    if chunk is None or chunk >= n:
+        return jnp.mean(kl(student_params, x_small, t_small, lam, _repeat(cond, n), rngs).reshape(batch, n), axis=1)
+
+    by_copy = lambda a: jnp.swapaxes(a.reshape(batch, n, *a.shape[1:]), 0, 1)  # [B * N, ...] -> [N, B, ...]
+    copies = (by_copy(x_small), by_copy(t_small), by_copy(lam))
+
+    @jax.checkpoint
+    def chunk_kl(params, x_c, t_c, lam_c, c):
+        flat = lambda a: jnp.swapaxes(a, 0, 1).reshape(-1, *a.shape[2:])  # [n_c, B, ...] -> [B * n_c, ...]
+        n_c = x_c.shape[0]
+        drop_key = None if rngs is None else jax.random.fold_in(rngs, c)
+        out = kl(params, flat(x_c), flat(t_c), flat(lam_c), _repeat(cond, n_c), drop_key)
+        return jnp.sum(out.reshape(batch, n_c), axis=1)
+
+    full, rest = divmod(n, chunk)
+    take = lambda lo, hi: [a[lo:hi] for a in copies]  # noqa: E731
+    split = lambda a: a[:full * chunk].reshape(full, chunk, *a.shape[1:])  # noqa: E731
+
+    split_copies = [split(a) for a in copies]
+    total, _ = scan_chunks(lambda c: (chunk_kl(student_params, *(a[c] for a in split_copies), c), None), full,
+                           jnp.add, like_batch(x0, (batch,), 0.0))
+    if rest:
+        total = total + chunk_kl(student_params, *take(full * chunk, n), full)
+    return total / n
 
 
 def di4c_loss(key: jax.Array, *, student: Denoiser, student_params: Any, teacher: Denoiser, teacher_params: Any,
@@ -168,21 +258,26 @@ def di4c_loss(key: jax.Array, *, student: Denoiser, student_params: Any, teacher
     times = config.draw_times(k_time, batch)
     t, u = times.t, times.u
     x_t = process.sample_xt(k_xt, x0, t)
-    logp_teacher_t, x_u = _teacher_marginal_and_steps(k_teacher, teacher, teacher_params, process, x_t, t, u, cond,
-                                                      config)
-    logp_u = student.logprobs(process, sg(student_params), x_u.reshape(batch * m, -1), _repeat(u, m),
-                              student.draw_lam(k_lam_u, batch * m), _repeat(cond, m))
-    logp_u = sg(logp_u.reshape(batch, m, *logp_u.shape[1:]))
-    x_hat = sample_components(k_hat, logp=logp_u)
+    chunk = config.chunk or default_chunk(batch, x0.shape[1], process.num_states, max(n, m))
+    logp_teacher_t, _, x_hat, log_marginal_u = _composition(
+        (k_teacher, k_lam_u, k_hat), teacher=teacher, teacher_params=teacher_params, student=student,
+        student_params=student_params, process=process, x_t=x_t, t=t, u=u, cond=cond, config=config, chunk=chunk)
 
     rngs = k_drop if config.student_dropout else None
-    logp_t = student.component_logprobs(k_lam_t, process, student_params, x_t, t, num=n, cond=cond, rngs=rngs)
-    loss, aux = di4c_objective(logp_t=logp_t, x0=x0, logp_teacher_t=logp_teacher_t, logp_u=logp_u, x_hat=x_hat,
-                               time_coeff=times.time_coeff, w_distil=times.w_distil, w_consis=times.w_consis,
-                               control_variate=config.control_variate)
+    points, tau = _points(x0, x_hat), jnp.exp(logp_teacher_t)
+    if chunk >= n or not student.mixture:
+        logp_t = student.component_logprobs(k_lam_t, process, student_params, x_t, t, num=n, cond=cond, rngs=rngs)
+        stats = component_stats(logp_t, points, tau)
+    else:
+        stats = chunked_component_stats(student_params, student=student, process=process, x_t=x_t, t=t,
+                                        lam=student.draw_lam(k_lam_t, batch * n).reshape(batch, n), cond=cond,
+                                        rngs=rngs, points=points, tau=tau, chunk=chunk)
+    loss, aux = objective_from_stats(stats, logp_teacher_t=logp_teacher_t, log_marginal_u=log_marginal_u,
+                                     time_coeff=times.time_coeff, w_distil=times.w_distil, w_consis=times.w_consis,
+                                     control_variate=config.control_variate)
     if config.small_time_distillation:
         distil = jnp.mean(_small_time_distillation(k_small, student, student_params, teacher, teacher_params,
-                                                   process, x0, cond, config))
+                                                   process, x0, cond, config, chunk=chunk))
         aux = {**aux, "distil": distil, "loss": aux["loss"] + distil}
         loss = aux["loss"]
     return loss, aux

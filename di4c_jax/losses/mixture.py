@@ -31,12 +31,22 @@ def mixture_log_likelihood(logp: jax.Array, x: jax.Array, control_variate: bool 
         raise ValueError(f"logp must be [B, N, D, K], got shape {logp.shape}")
     if x.ndim != 3 or x.shape[0] != logp.shape[0] or x.shape[2] != logp.shape[2]:
         raise ValueError(f"x must be int[B, M, D] with B={logp.shape[0]}, D={logp.shape[2]}, got shape {x.shape}")
-    log_n = math.log(logp.shape[1])
+    return mixture_log_density_at(gather_points(logp, x), control_variate)
+
+
+def gather_points(logp: jax.Array, x: jax.Array) -> jax.Array:
+    """The components' per-dimension log-probabilities at M points: logp [B, N, D, K], x int[B, M, D] ->
+    [B, N, D, M] (a gather, never a one-hot)."""
     index = jnp.swapaxes(x, 1, 2)[:, None].astype(jnp.int32)  # [B, 1, D, M]
-    g = jnp.take_along_axis(logp, index, axis=-1)  # [B, N, D, M]
+    return jnp.take_along_axis(logp, index, axis=-1)
+
+
+def mixture_log_density_at(values: jax.Array, control_variate: bool = True) -> jax.Array:
+    """`mixture_log_likelihood` from the gathered values [B, N, D, M] (`gather_points`) -> [B, M]."""
+    log_n = math.log(values.shape[1])
     if control_variate:
-        g = g - (jax.nn.logsumexp(g, axis=1, keepdims=True) - log_n)
-    return jax.nn.logsumexp(jnp.sum(g, axis=2), axis=1) - log_n
+        values = values - (jax.nn.logsumexp(values, axis=1, keepdims=True) - log_n)
+    return jax.nn.logsumexp(jnp.sum(values, axis=2), axis=1) - log_n
 
 
 def kl_sum(logp: jax.Array, logq: jax.Array) -> jax.Array:

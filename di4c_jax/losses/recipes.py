@@ -17,7 +17,10 @@ A recipe fixes how times are drawn, which teacher step t -> u is taken and how t
 Every recipe's defaults are its reference's (N = 16 and time weight 1 for tauldr; N = 16 and 0.1 for sdtt; N = 32 and
 0.1 for maskgit). Shared fields: `num_lambda` N (student lambdas at t), `num_composition` M (teacher steps, u-side
 passes and composition samples per item; None: M = N), `control_variate`, `student_dropout` (rngs for the student's
-gradient passes; the u-side target pass is always deterministic), `time_coeff_scale`.
+gradient passes; the u-side target pass is always deterministic), `time_coeff_scale`, and `chunk`: how many of the N
+t-side lambdas (and of the M composition copies) one network call takes (`losses.chunked`: memory flat in N; None
+picks the most whose [B, chunk, D, K] log-probabilities, B the global batch as jit sees it, fit 256 MiB; chunk >= N
+is the plain, unchunked pass).
 """
 from __future__ import annotations
 
@@ -55,6 +58,7 @@ class Di4CRecipe:
     control_variate: bool = True
     student_dropout: bool = True
     time_coeff_scale: float = 1.0
+    chunk: int | None = None  # lambdas per student t-side call (memory flat in N); None: from the shapes
 
     name: ClassVar[str] = ""
     small_time_distillation: ClassVar[bool] = False  # tauldr: a separate small-time distillation batch
@@ -63,6 +67,8 @@ class Di4CRecipe:
         if self.num_lambda < 1 or (self.num_composition is not None and self.num_composition < 1):
             raise ValueError(f"{self.name}: num_lambda and num_composition must be >= 1, got {self.num_lambda}, "
                              f"{self.num_composition}")
+        if self.chunk is not None and self.chunk < 1:
+            raise ValueError(f"{self.name}: chunk must be None or >= 1, got {self.chunk}")
 
     @property
     def num_samples_composition(self) -> int:

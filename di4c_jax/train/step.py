@@ -105,4 +105,5 @@ def make_train_step(
     def train_step(state, batch, frozen=None):
         return jitted(state, batch, frozen)
 
+    train_step.jitted = jitted  # for ahead-of-time lowering: train_step.jitted.lower(state, batch, frozen)
     return train_step

@@ -1,0 +1,182 @@
+"""Ahead-of-time memory and FLOP tables of the full Di4C training step at the paper's three settings.
+
+    python -m experiments.scale --setting sdtt --num-lambda 64 --devices 8 --json out.json [--chunk C] [--fsdp F]
+
+Compiles the whole step (teacher pass and steps, student u-side pass, t-side pass, objective, gradient, Adam
+update, EMA) from `jax.ShapeDtypeStruct`s on a simulated mesh of `--devices` CPU devices (data x fsdp, fsdp =
+devices by default), allocating nothing of the real size, and reports per device: argument, output and temp bytes
+(`memory_analysis`), the compiled FLOPs (`cost_analysis`), the analytic model FLOPs and the step time they imply
+at 45% of 790 TFLOP/s (an H200's bf16 peak). The global batch is the setting's per-device batch times the devices.
+
+Settings (the reference per-device batch and N):
+  tauldr   CIFAR-10 tauLDR U-Net ('unet-cifar10'), D = 3072, K = 256, 8 images, N = 16, tauldr recipe
+  maskgit  ImageNet-256 VQ tokens, MaskGIT-size DiT stand-in ('maskgit'), D = 256, K = 1025, 2 items, N = 32
+  sdtt     OpenWebText, sdtt DiT-small ('dit-small'), D = 1024, K = 50258, 1 item, N = 16 (or 64)
+JSON (one object): setting, num_lambda, devices, mesh, chunk, per_device_bytes (argument + output + temp),
+argument_bytes, output_bytes, temp_bytes, flops_per_step (per device), xla_flops, forward_flops_per_item,
+implied_step_s, compile_s.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+
+SETTINGS = {
+    "tauldr": dict(model="unet-cifar10", batch=8, num_lambda=16, recipe="tauldr", classes=0, overrides={}),
+    "maskgit": dict(model="maskgit", batch=2, num_lambda=32, recipe="maskgit", classes=1000, overrides={}),
+    "sdtt": dict(model="dit-small", batch=1, num_lambda=16, recipe="sdtt", classes=0, overrides={}),
+    # a CPU-test size of the sdtt setting (not a paper setting)
+    "tiny": dict(model="dit-tiny", batch=2, num_lambda=4, recipe="sdtt", classes=0,
+                 overrides=dict(num_states=65, num_positions=32)),
+}
+PEAK_FLOPS, MFU = 790e12, 0.45
+
+
+def parse(argv):
+    parser = argparse.ArgumentParser(prog="python -m experiments.scale", description=__doc__.splitlines()[0])
+    parser.add_argument("--setting", choices=sorted(SETTINGS), required=True)
+    parser.add_argument("--num-lambda", type=int, default=None, help="N (default: the setting's reference N)")
+    parser.add_argument("--devices", type=int, default=8, help="simulated devices (1, 8, 64, ...)")
+    parser.add_argument("--fsdp", type=int, default=None, help="fsdp axis size (default: all devices)")
+    parser.add_argument("--chunk", type=int, default=None, help="lambdas per student call (default: from shapes)")
+    parser.add_argument("--json", default=None, help="write the result object here")
+    args = parser.parse_args(argv)
+    if args.devices < 1 or (args.fsdp is not None and (args.fsdp < 1 or args.devices % args.fsdp)):
+        parser.error(f"--devices must be >= 1 and a multiple of --fsdp; got {args.devices}, {args.fsdp}")
+    return args
+
+
+def _process(setting: str, num_states: int):
+    from di4c_jax.processes import DiscreteGaussian, Masked
+
+    if setting == "tauldr":
+        return DiscreteGaussian(num_states=num_states)
+    if setting == "maskgit":
+        return Masked(vocab_size=num_states - 1, schedule="arccos", subs=False)
+    return Masked(vocab_size=num_states - 1)
+
+
+def measure(setting: str, *, num_lambda: int | None = None, devices: int | None = None, fsdp: int | None = None,
+            chunk: int | None = None) -> dict:
+    """Compile the step for `setting` on the current devices and return the result object (see module doc)."""
+    import jax
+    import jax.numpy as jnp
+
+    from di4c_jax import parallel, train as engine
+    from di4c_jax.losses import di4c_config, di4c_loss
+    from di4c_jax.losses.chunked import default_chunk
+    from di4c_jax.models import abstract_params, make_denoiser, model_config, param_count
+
+    spec = SETTINGS[setting]
+    devices = devices or jax.device_count()
+    fsdp = fsdp or devices
+    mesh = parallel.make_mesh(fsdp=fsdp, devices=jax.devices()[:devices])
+    overrides = dict(spec["overrides"], dropout=0.0)
+    teacher_cfg = model_config(spec["model"], **overrides)
+    student_cfg = model_config(spec["model"], **overrides, lam_style="embed" if setting == "tauldr" else "token")
+    teacher, student = make_denoiser(teacher_cfg), make_denoiser(student_cfg)
+    num_states = teacher.num_states
+    dims = teacher.num_positions
+    process = _process(setting, num_states)
+    config = di4c_config(spec["recipe"], num_lambda=num_lambda or spec["num_lambda"], chunk=chunk)
+    global_batch = spec["batch"] * devices
+
+    def loss_fn(key, params, batch, teacher_params):
+        return di4c_loss(key, student=student, student_params=params, teacher=teacher,
+                         teacher_params=teacher_params, process=process, x0=batch["x0"], config=config,
+                         cond=batch.get("cond"))
+
+    tx = engine.make_optimizer(engine.OptimConfig(learning_rate=3e-5))
+    key = jax.random.key(0)
+    shapes = jax.eval_shape(lambda k: engine.init_train_state(abstract_zeros(student_cfg), tx, k), key)
+    state_sh = parallel.fsdp_shardings(mesh, shapes)
+    frozen = abstract_params(teacher_cfg)
+    frozen_sh = parallel.fsdp_shardings(mesh, frozen)
+    step = engine.make_train_step(loss_fn, tx, ema_decay=0.9999, mesh=mesh, state_shardings=state_sh,
+                                  frozen_shardings=frozen_sh)
+    batch = {"x0": jax.ShapeDtypeStruct((global_batch, dims), jnp.int32)}
+    if spec["classes"]:
+        batch["cond"] = jax.ShapeDtypeStruct((global_batch,), jnp.int32)
+    start = time.perf_counter()
+    compiled = step.jitted.lower(parallel.abstract_with_shardings(shapes, state_sh), batch,
+                                 parallel.abstract_with_shardings(frozen, frozen_sh)).compile()
+    compile_s = time.perf_counter() - start
+    memory = compiled.memory_analysis()
+    cost = compiled.cost_analysis()
+    cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+    n, m = config.num_lambda, config.num_samples_composition
+    params = param_count(student_cfg)
+    resolved_chunk = config.chunk or default_chunk(global_batch, dims, num_states, max(n, m))
+    # per item: the teacher at x_t (a mixture teacher: M) plus tauldr's N small-time passes, the student's M u-side
+    # passes, and its N gradient passes (3 forwards each; + tauldr's N small-time ones), one more forward each when
+    # chunked (recomputed in the backward pass)
+    f_teacher, f_student = (_forward_flops(net, abstract_params(cfg), dims, spec["classes"])
+                            for net, cfg in ((teacher, teacher_cfg), (student, student_cfg)))
+    grad_passes = n * (2 if config.small_time_distillation else 1)
+    per_item = (f_teacher * (1 + (n if config.small_time_distillation else 0)) + f_student * m
+                + f_student * grad_passes * (3 + (resolved_chunk < n)))
+    out = {
+        "setting": setting, "num_lambda": n, "num_composition": m, "devices": devices,
+        "mesh": {name: int(size) for name, size in mesh.shape.items()}, "per_device_batch": spec["batch"],
+        "chunk": resolved_chunk, "params": params, "forward_flops_per_item": f_student,
+        "argument_bytes": int(memory.argument_size_in_bytes), "output_bytes": int(memory.output_size_in_bytes),
+        "temp_bytes": int(memory.temp_size_in_bytes),
+        "flops_per_step": float(per_item * spec["batch"]),
+        "xla_flops": float(cost["flops"]) if "flops" in cost else float("nan"),
+        "compile_s": compile_s,
+    }
+    out["per_device_bytes"] = out["argument_bytes"] + out["output_bytes"] + out["temp_bytes"]
+    out["implied_step_s"] = out["flops_per_step"] / (MFU * PEAK_FLOPS)
+    return out
+
+
+def _forward_flops(denoiser, params, dims: int, classes: int) -> float:
+    """XLA's FLOP count of one network forward pass on one item (no loop inside, so it counts everything)."""
+    import jax
+    import jax.numpy as jnp
+
+    item = lambda dtype: jax.ShapeDtypeStruct((1,), dtype)  # noqa: E731
+    args = (params, jax.ShapeDtypeStruct((1, dims), jnp.int32), item(jnp.float32),
+            item(jnp.float32) if denoiser.mixture else None, item(jnp.int32) if classes else None)
+    compiled = jax.jit(lambda p, x, t, lam, cond: denoiser.apply(p, x, t, lam, cond)).lower(*args).compile()
+    cost = compiled.cost_analysis()
+    cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+    return float(cost["flops"])
+
+
+def abstract_zeros(model_cfg):
+    """A params tree of zeros-to-be (only shapes matter inside eval_shape)."""
+    import jax
+    import jax.numpy as jnp
+
+    from di4c_jax.models import abstract_params
+
+    return jax.tree.map(lambda a: jnp.zeros(a.shape, a.dtype), abstract_params(model_cfg))
+
+
+def main(argv=None) -> dict:
+    args = parse(sys.argv[1:] if argv is None else argv)
+    flags = os.environ.setdefault("XLA_FLAGS", "")
+    if "xla_force_host_platform_device_count" not in flags:  # must happen before jax is imported
+        os.environ["XLA_FLAGS"] = f"{flags} --xla_force_host_platform_device_count={args.devices}".strip()
+    os.environ.setdefault("JAX_PLATFORMS", "cpu")
+    out = measure(args.setting, num_lambda=args.num_lambda, devices=args.devices, fsdp=args.fsdp,
+                  chunk=args.chunk)
+    text = json.dumps(out, indent=1)
+    if args.json:
+        with open(args.json, "w") as f:
+            f.write(text + "\n")
+    gib = 2 ** 30
+    print(f"{out['setting']} N={out['num_lambda']} on {out['devices']} devices {out['mesh']}: per device "
+          f"{out['per_device_bytes'] / gib:.2f} GiB (temp {out['temp_bytes'] / gib:.2f} GiB), "
+          f"{out['flops_per_step'] / 1e12:.2f} TFLOP per step, "
+          f"implied step {out['implied_step_s'] * 1e3:.1f} ms at {MFU:.0%} of {PEAK_FLOPS / 1e12:.0f} TFLOP/s "
+          f"(compile {out['compile_s']:.0f} s)")
+    return out
+
+
+if __name__ == "__main__":
+    main()
