@@ -1,5 +1,6 @@
 """Evaluation metrics: exact small-space laws (TV/KL), learned-feature image metrics (FID/KID/IS, classifier
-confidence), text diversity (entropy, self-BLEU), evaluator-LM generative perplexity and exact HMM likelihoods, and per-noise-level student-vs-teacher diagnostics."""
+confidence), text diversity (entropy, self-BLEU), evaluator-LM generative perplexity and exact HMM likelihoods,
+and per-noise-level student-vs-teacher diagnostics."""
 from di4c_jax.eval.classifier import (ClassifierConfig, accuracy, classify, confidence, init_classifier,
                                       load_classifier, save_classifier, train_classifier)
 from di4c_jax.eval.diagnostics import DIAGNOSTICS, diagnose_point, one_step_denoise

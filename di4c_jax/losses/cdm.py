@@ -131,8 +131,8 @@ def teacher_chain(key: jax.Array, *, teacher: Denoiser, teacher_params: Any, pro
     return sg(x.reshape(batch, m, -1)), sg(last.reshape(batch, m, *last.shape[1:]))
 
 
-def student_kernel_logprobs(key: jax.Array, *, student: Denoiser, student_params: Any, process: Process, x_hi, t_hi, t_lo,
-                            num_lambda: int, cond=None, rngs=None):
+def student_kernel_logprobs(key: jax.Array, *, student: Denoiser, student_params: Any, process: Process, x_hi,
+                            t_hi, t_lo, num_lambda: int, cond=None, rngs=None):
     """Per-component student kernel log p^theta_n(x_lo^d | x_hi) [B, N, D, K] (gradient flows).
 
     N = num_lambda fresh lambdas per item for a mixture student, N = 1 for a product student; one student

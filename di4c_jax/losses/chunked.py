@@ -59,8 +59,11 @@ def like_batch(x: jax.Array, shape, value) -> jax.Array:
     return jnp.full(shape, value, jnp.float32) + anchor
 
 
-def default_chunk(batch: int, dims: int, classes: int, num: int, budget_bytes: int = 1 << 28) -> int:
-    """The most components whose float32 [B, chunk, D, K] log-probabilities fit `budget_bytes` (256 MiB), >= 1."""
+def default_chunk(batch: int, dims: int, classes: int, num: int, budget_bytes: int = 1 << 26) -> int:
+    """The most components whose float32 [B, chunk, D, K] log-probabilities fit `budget_bytes` (64 MiB), >= 1.
+
+    The network's activations per component are not known here and can dominate (a deep model at small K):
+    set the recipe's `chunk` then."""
     return int(max(1, min(num, budget_bytes // max(1, 4 * batch * dims * classes))))
 
 

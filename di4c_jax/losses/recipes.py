@@ -19,7 +19,7 @@ Every recipe's defaults are its reference's (N = 16 and time weight 1 for tauldr
 passes and composition samples per item; None: M = N), `control_variate`, `student_dropout` (rngs for the student's
 gradient passes; the u-side target pass is always deterministic), `time_coeff_scale`, and `chunk`: how many of the N
 t-side lambdas (and of the M composition copies) one network call takes (`losses.chunked`: memory flat in N; None
-picks the most whose [B, chunk, D, K] log-probabilities, B the global batch as jit sees it, fit 256 MiB; chunk >= N
+picks the most whose [B, chunk, D, K] log-probabilities, B the global batch as jit sees it, fit 64 MiB; chunk >= N
 is the plain, unchunked pass).
 """
 from __future__ import annotations

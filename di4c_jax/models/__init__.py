@@ -11,6 +11,7 @@ from di4c_jax.models.unet import UNetDenoiser, truncated_logistic_logits
 __all__ = [
     "DiTDenoiser", "LambdaProjection", "MLPDenoiser", "MODEL_SIZES", "UNetDenoiser", "abstract_params",
     "build_denoiser", "build_model", "init_params", "init_student_from_teacher", "lambda_features",
-    "make_apply", "make_denoiser", "MODEL_KINDS", "model_config", "param_count", "sinusoidal_features", "split_params", "time_features",
+    "make_apply", "make_denoiser", "MODEL_KINDS", "model_config", "param_count", "sinusoidal_features",
+    "split_params", "time_features",
     "truncated_logistic_logits",
 ]

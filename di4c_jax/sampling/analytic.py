@@ -58,8 +58,8 @@ def analytic_sample(key: jax.Array, *, process: Process, denoiser: Denoiser, par
       cond: int32[B] labels or None, passed to every call.
       time_grid: float32[n + 1] decreasing from 1 (default `process.default_time_grid(n)`).
       final: 'sample' | 'argmax' for the last step (default `process.default_final`).
-      teacher, teacher_params, teacher_last_steps: the last `teacher_last_steps` steps (including the final denoise) use the
-        teacher (a hybrid).
+      teacher, teacher_params, teacher_last_steps: the last `teacher_last_steps` steps (including the final
+        denoise) use the teacher (a hybrid).
 
     Returns:
       int32[B, D] samples.
