@@ -18,7 +18,6 @@ Config layout (each section a dict):
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
 
 from di4c_jax.losses import OBJECTIVES
 from di4c_jax.losses.teacher import TeacherLossConfig

@@ -34,7 +34,7 @@ class Sampler:
         return self.sample(key, params, teacher_params, cond)
 
 
-def no_teacher_steps(name: str, teacher_last_steps: int) -> None:
+def reject_teacher_hybrid(name: str, teacher_last_steps: int) -> None:
     """Samplers without teacher hybrids reject teacher_last_steps > 0."""
     if teacher_last_steps:
         raise ValueError(f"the {name} sampler has no teacher hybrid; got teacher_last_steps={teacher_last_steps}")
