@@ -1,6 +1,7 @@
 """Ahead-of-time memory and FLOP tables of the full Di4C training step at the paper's three settings.
 
     python -m experiments.scale --setting sdtt --num-lambda 64 --devices 8 --json out.json [--chunk C] [--fsdp F]
+        [--dtype bfloat16] [--remat full]
 
 Compiles the whole step (teacher pass and steps, student u-side pass, t-side pass, objective, gradient, Adam
 update, EMA) from `jax.ShapeDtypeStruct`s on a simulated mesh of `--devices` CPU devices (data x fsdp, fsdp =
@@ -12,9 +13,13 @@ Settings (the reference per-device batch and N):
   tauldr   CIFAR-10 tauLDR U-Net ('unet-cifar10'), D = 3072, K = 256, 8 images, N = 16, tauldr recipe
   maskgit  ImageNet-256 VQ tokens, MaskGIT-size DiT stand-in ('maskgit'), D = 256, K = 1025, 2 items, N = 32
   sdtt     OpenWebText, sdtt DiT-small ('dit-small'), D = 1024, K = 50258, 1 item, N = 16 (or 64)
-JSON (one object): setting, num_lambda, devices, mesh, chunk, per_device_bytes (argument + output + temp),
+`--dtype bfloat16` runs the networks' matmuls in bf16 (float32 parameters, logits and losses); `--remat` is the
+per-block rematerialisation policy (models/remat.py).
+JSON (one object): setting, num_lambda, devices, mesh, chunk, compute_dtype, remat, per_device_bytes
+(argument + output + temp),
 argument_bytes, output_bytes, temp_bytes, flops_per_step (per device), xla_flops, forward_flops_per_item,
-implied_step_s, compile_s.
+implied_step_s, compile_s. flops_per_step is the analytic count (network passes x forward FLOPs); xla_flops is XLA's
+own count, which counts each loop body (the lambda chunks, a remat DiT's blocks) once.
 """
 from __future__ import annotations
 
@@ -42,6 +47,8 @@ def parse(argv):
     parser.add_argument("--devices", type=int, default=8, help="simulated devices (1, 8, 64, ...)")
     parser.add_argument("--fsdp", type=int, default=None, help="fsdp axis size (default: all devices)")
     parser.add_argument("--chunk", type=int, default=None, help="lambdas per student call (default: from shapes)")
+    parser.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32", help="matmul dtype")
+    parser.add_argument("--remat", default="none", help="per-block remat policy: none | dots_saveable | full | ...")
     parser.add_argument("--json", default=None, help="write the result object here")
     args = parser.parse_args(argv)
     if args.devices < 1 or (args.fsdp is not None and (args.fsdp < 1 or args.devices % args.fsdp)):
@@ -60,7 +67,7 @@ def _process(setting: str, num_states: int):
 
 
 def measure(setting: str, *, num_lambda: int | None = None, devices: int | None = None, fsdp: int | None = None,
-            chunk: int | None = None) -> dict:
+            chunk: int | None = None, dtype: str = "float32", remat: str = "none") -> dict:
     """Compile the step for `setting` on the current devices and return the result object (see module doc)."""
     import jax
     import jax.numpy as jnp
@@ -74,9 +81,11 @@ def measure(setting: str, *, num_lambda: int | None = None, devices: int | None 
     devices = devices or jax.device_count()
     fsdp = fsdp or devices
     mesh = parallel.make_mesh(fsdp=fsdp, devices=jax.devices()[:devices])
-    overrides = dict(spec["overrides"], dropout=0.0)
+    overrides = dict(spec["overrides"], dropout=0.0, remat=remat,
+                     compute_dtype=None if dtype == "float32" else dtype)
     teacher_cfg = model_config(spec["model"], **overrides)
-    student_cfg = model_config(spec["model"], **overrides, lam_style="embed" if setting == "tauldr" else "token")
+    lam_style = "embed" if setting == "tauldr" else "token"
+    student_cfg = model_config(spec["model"], **overrides, lam_style=lam_style)
     teacher, student = make_denoiser(teacher_cfg), make_denoiser(student_cfg)
     num_states = teacher.num_states
     dims = teacher.num_positions
@@ -112,16 +121,20 @@ def measure(setting: str, *, num_lambda: int | None = None, devices: int | None 
     resolved_chunk = config.chunk or default_chunk(global_batch, dims, num_states, max(n, m))
     # per item: the teacher at x_t (a mixture teacher: M) plus tauldr's N small-time passes, the student's M u-side
     # passes, and its N gradient passes (3 forwards each; + tauldr's N small-time ones), one more forward each when
-    # chunked (recomputed in the backward pass)
-    f_teacher, f_student = (_forward_flops(net, abstract_params(cfg), dims, spec["classes"])
-                            for net, cfg in ((teacher, teacher_cfg), (student, student_cfg)))
+    # chunked (recomputed in the backward pass), and one more with full remat (the blocks recomputed)
+    # counted on the unrolled networks (remat 'none'): XLA's cost analysis counts a rolled scan's body once
+    unrolled = {**overrides, "remat": "none"}
+    f_teacher, f_student = (_forward_flops(make_denoiser(cfg), abstract_params(cfg), dims, spec["classes"])
+                            for cfg in (model_config(spec["model"], **unrolled),
+                                        model_config(spec["model"], **unrolled, lam_style=lam_style)))
     grad_passes = n * (2 if config.small_time_distillation else 1)
     per_item = (f_teacher * (1 + (n if config.small_time_distillation else 0)) + f_student * m
-                + f_student * grad_passes * (3 + (resolved_chunk < n)))
+                + f_student * grad_passes * (3 + (resolved_chunk < n) + (remat == "full")))
     out = {
         "setting": setting, "num_lambda": n, "num_composition": m, "devices": devices,
         "mesh": {name: int(size) for name, size in mesh.shape.items()}, "per_device_batch": spec["batch"],
-        "chunk": resolved_chunk, "params": params, "forward_flops_per_item": f_student,
+        "chunk": resolved_chunk, "compute_dtype": dtype, "remat": remat, "params": params,
+        "forward_flops_per_item": f_student,
         "argument_bytes": int(memory.argument_size_in_bytes), "output_bytes": int(memory.output_size_in_bytes),
         "temp_bytes": int(memory.temp_size_in_bytes),
         "flops_per_step": float(per_item * spec["batch"]),
@@ -164,13 +177,14 @@ def main(argv=None) -> dict:
         os.environ["XLA_FLAGS"] = f"{flags} --xla_force_host_platform_device_count={args.devices}".strip()
     os.environ.setdefault("JAX_PLATFORMS", "cpu")
     out = measure(args.setting, num_lambda=args.num_lambda, devices=args.devices, fsdp=args.fsdp,
-                  chunk=args.chunk)
+                  chunk=args.chunk, dtype=args.dtype, remat=args.remat)
     text = json.dumps(out, indent=1)
     if args.json:
         with open(args.json, "w") as f:
             f.write(text + "\n")
     gib = 2 ** 30
-    print(f"{out['setting']} N={out['num_lambda']} on {out['devices']} devices {out['mesh']}: per device "
+    print(f"{out['setting']} N={out['num_lambda']} {out['compute_dtype']} remat={out['remat']} on {out['devices']} "
+          f"devices {out['mesh']}: per device "
           f"{out['per_device_bytes'] / gib:.2f} GiB (temp {out['temp_bytes'] / gib:.2f} GiB), "
           f"{out['flops_per_step'] / 1e12:.2f} TFLOP per step, "
           f"implied step {out['implied_step_s'] * 1e3:.1f} ms at {MFU:.0%} of {PEAK_FLOPS / 1e12:.0f} TFLOP/s "

@@ -44,7 +44,14 @@ def _built(which, lam_style=None):
 
 
 def _eager(which, lam_style=None):
-    return make_denoiser(_cfg(which, lam_style=lam_style)).apply
+    """Op by op: with jit disabled even the DiT's scan over its blocks runs as a Python loop."""
+    apply = make_denoiser(_cfg(which, lam_style=lam_style)).apply
+
+    def eager(*args, **kwargs):
+        with jax.disable_jit():
+            return apply(*args, **kwargs)
+
+    return eager
 
 
 def _inputs(cfg, key=jax.random.key(1)):

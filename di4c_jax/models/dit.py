@@ -25,6 +25,7 @@ from flax import nnx
 
 from di4c_jax.models.kinds import MODEL_KINDS
 from di4c_jax.models.lam import CheckedEmbed, LambdaProjection, time_features
+from di4c_jax.models.remat import REMAT_POLICIES, check_remat
 
 LAM_STYLES = (None, "token", "embed")
 
@@ -125,6 +126,29 @@ class DiTBlock(nnx.Module):
         return x, z
 
 
+def run_blocks(blocks, x, c, cos, sin, z, *, remat: str, rngs: nnx.Rngs | None):
+    """The blocks applied in order as one `lax.scan` over their parameters, stacked on the fly.
+
+    With a remat policy a rolled scan: its backward pass visits the blocks one at a time, so the policy bounds what
+    is live (an unrolled loop leaves the recomputation's placement to the scheduler, which on CPU hoists it into
+    the forward pass and saves nothing), and a 24-block model compiles one block. The params tree keeps one entry
+    per block (checkpoints and converters see `blocks/<i>/...`); the stack is a copy inside the step. Dropout
+    draws one key per block.
+    """
+    graphdef = nnx.graphdef(blocks[0])
+    stacked = jax.tree.map(lambda *a: jnp.stack(a), *[nnx.state(b) for b in blocks])
+    keys = None if rngs is None else jax.random.split(rngs.dropout(), len(blocks))
+
+    def body(carry, per_block):
+        state, key = per_block
+        block = nnx.merge(graphdef, state)
+        return block(*carry[:1], c, cos, sin, carry[1], rngs=None if key is None else nnx.Rngs(dropout=key)), None
+
+    if remat == "none":  # unrolled: without remat a rolled scan keeps more (its stacked residuals) and runs slower
+        return jax.lax.scan(body, (x, z), (stacked, keys), unroll=len(blocks))[0]
+    return jax.lax.scan(jax.checkpoint(body, policy=REMAT_POLICIES[remat]), (x, z), (stacked, keys))[0]
+
+
 @MODEL_KINDS.register("dit")
 class DiTDenoiser(nnx.Module):
     """(x_t int32[B, D], t f32[B], lam f32[B] | None, cond int32[B] | None) -> logits float32[B, D, K]."""
@@ -133,13 +157,15 @@ class DiTDenoiser(nnx.Module):
                  num_heads: int = 12, mlp_dim: int | None = None, cond_dim: int = 128, time_freq_dim: int = 256,
                  time_conditioning: bool = True, num_classes: int = 0, dropout: float = 0.1,
                  lam_style: str | None = None, lam_zero_init: bool = True, lam_feature_dim: int = 128,
-                 lam_hidden: int = 512, rotary_base: float = 1e4, compute_dtype=None, rngs: nnx.Rngs):
+                 lam_hidden: int = 512, rotary_base: float = 1e4, compute_dtype=None, remat: str = "none",
+                 rngs: nnx.Rngs):
         if lam_style not in LAM_STYLES:
             raise ValueError(f"lam_style must be one of {LAM_STYLES}, got {lam_style!r}")
         self.num_states, self.num_positions, self.num_classes = num_states, num_positions, num_classes
         self.mixture, self.lam_style = lam_style is not None, lam_style
         self.time_conditioning, self.time_freq_dim = time_conditioning, time_freq_dim
         self.head_dim, self.rotary_base, self.dtype = hidden // num_heads, rotary_base, compute_dtype
+        self.remat = check_remat(remat)
         self.tok_embed = CheckedEmbed(num_states, hidden, dtype=compute_dtype, rngs=rngs)
         self.time_in = nnx.Linear(time_freq_dim, cond_dim, rngs=rngs)
         self.time_out = nnx.Linear(cond_dim, cond_dim, rngs=rngs)
@@ -156,7 +182,9 @@ class DiTDenoiser(nnx.Module):
         zeros = nnx.initializers.zeros_init()
         self.final_norm = nnx.LayerNorm(hidden, use_bias=False, epsilon=1e-5, rngs=rngs)
         self.final_adaln = nnx.Linear(cond_dim, 2 * hidden, kernel_init=zeros, dtype=compute_dtype, rngs=rngs)
-        self.final_out = nnx.Linear(hidden, num_states, kernel_init=zeros, dtype=compute_dtype, rngs=rngs)
+        # bf16 operands, float32 accumulation and output: the [B, D, K] logits are never rounded to bf16.
+        self.final_out = nnx.Linear(hidden, num_states, kernel_init=zeros, dtype=compute_dtype,
+                                    preferred_element_type=jnp.float32, rngs=rngs)
 
     def __call__(self, x_t, t, lam, cond, *, rngs: nnx.Rngs | None = None) -> jax.Array:
         b, d = x_t.shape
@@ -171,8 +199,7 @@ class DiTDenoiser(nnx.Module):
         x = self.tok_embed(x_t)
         z = self.lam_proj(lam)[:, None, :].astype(x.dtype) if self.lam_style == "token" else None
         cos, sin = rotary_tables(d, self.head_dim, self.rotary_base)
-        for block in self.blocks:
-            x, z = block(x, c, cos, sin, z, rngs=rngs)
+        x, z = run_blocks(self.blocks, x, c, cos, sin, z, remat=self.remat, rngs=rngs)
         shift, scale = jnp.split(self.final_adaln(c)[:, None, :], 2, axis=-1)
         h = self.final_norm(x.astype(jnp.float32))
         h = _modulate(h if self.dtype is None else h.astype(self.dtype), shift, scale)

@@ -12,7 +12,12 @@ import jax.numpy as jnp
 from flax import nnx
 
 from di4c_jax.models.kinds import MODEL_KINDS
+from di4c_jax.models.remat import check_remat, remat_call
 from di4c_jax.models.lam import CheckedEmbed, lambda_features, time_features
+
+
+def _hidden_layer(layer, dropout, rngs, h):
+    return layer(dropout(jax.nn.gelu(h), deterministic=rngs is None, rngs=rngs))
 
 
 @MODEL_KINDS.register("mlp")
@@ -22,14 +27,14 @@ class MLPDenoiser(nnx.Module):
     def __init__(self, *, num_states: int, num_positions: int, embed_dim: int = 16, hidden: int = 128,
                  num_layers: int = 2, time_dim: int = 32, lam_style: str | None = None, lam_dim: int = 32,
                  lam_zero_init: bool = True, num_classes: int = 0, dropout: float = 0.0, compute_dtype=None,
-                 rngs: nnx.Rngs):
+                 remat: str = "none", rngs: nnx.Rngs):
         if num_layers < 1:
             raise ValueError(f"num_layers must be >= 1, got {num_layers}")
         if lam_style not in (None, "embed"):
             raise ValueError(f"mlp supports lam_style None or 'embed', got {lam_style!r}")
         self.num_states, self.num_positions, self.num_classes = num_states, num_positions, num_classes
         self.mixture, self.time_dim, self.lam_dim = lam_style is not None, time_dim, lam_dim
-        self.dtype = compute_dtype
+        self.dtype, self.remat = compute_dtype, check_remat(remat)
         self.tok_embed = CheckedEmbed(num_states, embed_dim, dtype=compute_dtype, rngs=rngs)
         self.pos_embed = nnx.Param(nnx.initializers.normal(0.02)(rngs.params(), (num_positions, embed_dim)))
         self.dense_in = nnx.Linear(num_positions * embed_dim + time_dim, hidden, dtype=compute_dtype, rngs=rngs)
@@ -41,7 +46,8 @@ class MLPDenoiser(nnx.Module):
         self.hidden_layers = nnx.List([nnx.Linear(hidden, hidden, dtype=compute_dtype, rngs=rngs)
                                        for _ in range(num_layers - 1)])
         self.dropout = nnx.Dropout(dropout)
-        self.dense_out = nnx.Linear(hidden, num_positions * num_states, dtype=compute_dtype, rngs=rngs)
+        self.dense_out = nnx.Linear(hidden, num_positions * num_states, dtype=compute_dtype,
+                                    preferred_element_type=jnp.float32, rngs=rngs)
 
     def __call__(self, x_t, t, lam, cond, *, rngs: nnx.Rngs | None = None) -> jax.Array:
         b = x_t.shape[0]
@@ -54,6 +60,6 @@ class MLPDenoiser(nnx.Module):
         if self.num_classes:
             h = h + self.class_embed(cond)
         for layer in self.hidden_layers:
-            h = layer(self.dropout(jax.nn.gelu(h), deterministic=rngs is None, rngs=rngs))
+            h = remat_call(self.remat, _hidden_layer, layer, self.dropout, rngs, h)
         h = self.dropout(jax.nn.gelu(h), deterministic=rngs is None, rngs=rngs)
         return self.dense_out(h).reshape(b, self.num_positions, self.num_states).astype(jnp.float32)

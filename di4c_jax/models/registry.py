@@ -24,7 +24,8 @@ Params = dict[str, Any]
 Apply = Callable[..., jax.Array]
 
 # `kind` picks the class; the other keys are its constructor arguments, plus `lam_style` (None | 'embed' | 'token')
-# and `compute_dtype` (None | 'bfloat16'). MLP and U-Net only know the additive style ('embed').
+# `compute_dtype` (None | 'bfloat16': bf16 matmul operands, float32 params, norms and logits) and `remat` (a name in
+# models.remat.REMAT_POLICIES, per block). MLP and U-Net only know the additive style ('embed').
 MODEL_SIZES: dict[str, dict[str, Any]] = {
     "mlp-tiny": dict(kind="mlp", embed_dim=8, hidden=64, num_layers=2, time_dim=16, lam_dim=16, dropout=0.0),
     "dit-tiny": dict(kind="dit", hidden=32, depth=2, num_heads=4, cond_dim=16, time_freq_dim=32,
@@ -51,7 +52,7 @@ def model_config(name: str, **overrides) -> ml_collections.ConfigDict:
     """The named size as a ConfigDict (with `kind`), updated by `overrides` (e.g. num_states, lam_style)."""
     if name not in MODEL_SIZES:
         raise KeyError(f"unknown model size {name!r}; known: {sorted(MODEL_SIZES)}")
-    cfg = dict(MODEL_SIZES[name], lam_style=None, compute_dtype=None)
+    cfg = dict(MODEL_SIZES[name], lam_style=None, compute_dtype=None, remat="none")
     cfg.update(overrides)
     return ml_collections.ConfigDict(cfg)
 

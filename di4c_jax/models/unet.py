@@ -18,6 +18,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from di4c_jax.models.kinds import MODEL_KINDS
+from di4c_jax.models.remat import check_remat, remat_call
 from di4c_jax.models.lam import lambda_features, time_features
 
 
@@ -116,7 +117,7 @@ class UNetDenoiser(nnx.Module):
     def __init__(self, *, num_states: int, channels: int, resolution: int, ch: int = 128,
                  ch_mult=(1, 2, 2, 2), num_res_blocks: int = 2, attn_resolutions=(16,), dropout: float = 0.1,
                  skip_rescale: bool = True, lam_style: str | None = None, lam_zero_init: bool = True,
-                 lam_hidden_mix: bool = True, compute_dtype=None, rngs: nnx.Rngs):
+                 lam_hidden_mix: bool = True, compute_dtype=None, remat: str = "none", rngs: nnx.Rngs):
         if lam_style not in (None, "embed"):
             raise ValueError(f"unet supports lam_style None or 'embed', got {lam_style!r}")
         mixture = lam_style is not None
@@ -126,7 +127,7 @@ class UNetDenoiser(nnx.Module):
         self.num_states, self.channels, self.resolution = num_states, channels, resolution
         self.num_positions, self.num_classes = channels * resolution * resolution, 0
         self.mixture, self.lam_hidden_mix, self.ch, self.levels = mixture, lam_hidden_mix, ch, levels
-        self.num_res_blocks, self.dtype = num_res_blocks, compute_dtype
+        self.num_res_blocks, self.dtype, self.remat = num_res_blocks, compute_dtype, check_remat(remat)
         temb_dim = 4 * ch
         self.temb0, self.temb1 = nnx.Linear(ch, temb_dim, rngs=rngs), nnx.Linear(temb_dim, temb_dim, rngs=rngs)
         kw = dict(dropout=dropout, skip_rescale=skip_rescale, mixture=mixture, lam_zero_init=lam_zero_init,
@@ -164,7 +165,14 @@ class UNetDenoiser(nnx.Module):
                 res *= 2
         self.up = nnx.List(up)
         self.norm_out = _group_norm(in_ch, rngs)
-        self.conv_out = conv3(in_ch, 2 * channels)
+        self.conv_out = nnx.Conv(in_ch, 2 * channels, (3, 3), kernel_init=_torch_init, dtype=compute_dtype,
+                                 preferred_element_type=jnp.float32, rngs=rngs)
+
+    def _res(self, block, h, temb, lemb, rngs):
+        return remat_call(self.remat, lambda blk, *a: blk(*a), block, h, temb, lemb, rngs)
+
+    def _attn(self, block, h):
+        return h if block is None else remat_call(self.remat, lambda blk, x: blk(x), block, h)
 
     def __call__(self, x_t, t, lam, cond, *, rngs: nnx.Rngs | None = None) -> jax.Array:
         b, c, r, s = x_t.shape[0], self.channels, self.resolution, self.num_states
@@ -175,22 +183,21 @@ class UNetDenoiser(nnx.Module):
         hs, blocks = [h], iter(self.down)
         for level in range(self.levels):
             for _ in range(self.num_res_blocks):
-                h = next(blocks)(h, temb, lemb, rngs)
-                attn = next(blocks)
-                h = h if attn is None else attn(h)
+                h = self._res(next(blocks), h, temb, lemb, rngs)
+                h = self._attn(next(blocks), h)
                 hs.append(h)
             if level != self.levels - 1:
                 h = next(blocks)(jnp.pad(h, ((0, 0), (0, 1), (0, 1), (0, 0))))
                 hs.append(h)
         if self.mixture and self.lam_hidden_mix:
             lemb = self.lam_up(lam, t, jnp.mean(h.astype(jnp.float32), axis=(1, 2)))
-        h = self.mid[2](self.mid[1](self.mid[0](h, temb, lemb, rngs)), temb, lemb, rngs)
+        h = self._res(self.mid[0], h, temb, lemb, rngs)
+        h = self._res(self.mid[2], self._attn(self.mid[1], h), temb, lemb, rngs)
         blocks = iter(self.up)
         for level in reversed(range(self.levels)):
             for _ in range(self.num_res_blocks + 1):
-                h = next(blocks)(jnp.concatenate([h, hs.pop()], axis=-1), temb, lemb, rngs)
-                attn = next(blocks)
-                h = h if attn is None else attn(h)
+                h = self._res(next(blocks), jnp.concatenate([h, hs.pop()], axis=-1), temb, lemb, rngs)
+                h = self._attn(next(blocks), h)
             if level != 0:
                 h = jnp.repeat(jnp.repeat(h, 2, axis=1), 2, axis=2)
                 h = next(blocks)(h)
