@@ -18,7 +18,7 @@ import json
 import jax
 import numpy as np
 
-from di4c_jax import eval as ev
+from di4c_jax import eval as ev, parallel
 from di4c_jax.registry import Registry
 from experiments.setup import Setup
 from experiments.stages import sample_labels
@@ -144,6 +144,8 @@ def make_scorer(setup: Setup):
 
 
 def evaluate(setup: Setup) -> dict:
+    """Score every sample file (on every process of a multi-host run: scoring is host-local); process 0 writes
+    results.json / results.md."""
     scorer = make_scorer(setup)
     rows = []
     for meta_path in sorted((setup.workdir / "samples").glob("*.json")):
@@ -153,9 +155,9 @@ def evaluate(setup: Setup) -> dict:
     rows.sort(key=lambda r: (model_rank(r["model"]), r["num_steps"]))
     results = {"experiment": setup.exp.name or setup.workdir.name, "reference": scorer.reference(),
                "rows": rows}
-    (setup.workdir / "results.json").write_text(json.dumps(results, indent=1))
-    table = markdown_table(results)
-    (setup.workdir / "results.md").write_text(table)
+    if parallel.is_writer():
+        (setup.workdir / "results.json").write_text(json.dumps(results, indent=1))
+        (setup.workdir / "results.md").write_text(markdown_table(results))
     return results
 
 

@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from di4c_jax import Denoiser
+from di4c_jax import Denoiser, parallel
 from di4c_jax.losses.teacher import teacher_loss
 from di4c_jax.models import registry
 from di4c_jax.sampling import SAMPLERS
@@ -193,15 +193,19 @@ def save_preview(setup: Setup, tokens: np.ndarray, stem: Path, count: int = 64) 
 
 
 def sample(setup: Setup, nets: dict[str, Trained]) -> dict[str, float]:
-    """Generate sample.num_samples per model and step count; returns {filename: seconds} of the new files."""
+    """Generate sample.num_samples per model and step count; returns {filename: seconds} of the new files.
+
+    Every process runs every sampler call (the networks may be sharded over all of them); process 0 writes."""
     spec = setup.exp.sample
     out = setup.workdir / "samples"
     out.mkdir(parents=True, exist_ok=True)
     labels = sample_labels(setup, spec.num_samples)
+    jobs = sample_jobs(setup, set(nets))
+    # what is left to do, as process 0 sees it (the others must run the same sampler calls)
+    pending = parallel.agree(np.array([not (out / f"{job.filename}.npy").exists() for job in jobs]))
     timings = {}
-    for idx, job in enumerate(sample_jobs(setup, set(nets))):
-        path = out / f"{job.filename}.npy"
-        if path.exists():
+    for idx, job in enumerate(jobs):
+        if not pending[idx]:
             continue
         batch = min(spec.batch_size, spec.num_samples)
         sampler = make_sampler(setup, job, nets, batch)
@@ -213,13 +217,16 @@ def sample(setup: Setup, nets: dict[str, Trained]) -> dict[str, float]:
             cond = None if labels is None else jnp.asarray(labels[i:i + batch])
             if cond is not None and cond.shape[0] < batch:
                 cond = jnp.pad(cond, (0, batch - cond.shape[0]))
-            chunks.append(np.asarray(sampler(jax.random.fold_in(key, i), params=params,
-                                             teacher_params=teacher_params, cond=cond)))
+            chunks.append(parallel.to_host(sampler(jax.random.fold_in(key, i), params=params,
+                                                   teacher_params=teacher_params, cond=cond)))
         tokens = np.concatenate(chunks)[:spec.num_samples].astype(np.int32)
         timings[job.filename] = time.perf_counter() - start
-        np.save(path, tokens)
-        save_preview(setup, tokens, out / job.filename)
-        (out / f"{job.filename}.json").write_text(json.dumps(
-            {"model": job.name, "num_steps": job.num_steps, "nfe": sampler.nfe, "teacher_nfe": sampler.teacher_nfe,
-             "seconds": timings[job.filename], "num_samples": spec.num_samples}))
+        if parallel.is_writer():
+            np.save(out / f"{job.filename}.npy", tokens)
+            save_preview(setup, tokens, out / job.filename)
+            (out / f"{job.filename}.json").write_text(json.dumps(
+                {"model": job.name, "num_steps": job.num_steps, "nfe": sampler.nfe,
+                 "teacher_nfe": sampler.teacher_nfe, "seconds": timings[job.filename],
+                 "num_samples": spec.num_samples}))
+    parallel.barrier("samples written")  # the evaluate stage reads them on every process
     return timings

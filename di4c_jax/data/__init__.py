@@ -1,7 +1,7 @@
 """Data: random-access sources ({'x0': int32[D], 'label'}), tokenizers, and the grain pipeline."""
 from di4c_jax.data.digits import DigitsBuilder, digits_dataset, prepare_digits
 from di4c_jax.data.factory import DATASET_NAMES, load_dataset
-from di4c_jax.data.pipeline import host_shard_indices, make_dataset, make_iterator
+from di4c_jax.data.pipeline import HostRows, make_dataset, make_iterator
 from di4c_jax.data.sources import ArraySource, DataInfo, TransformedSource, array_dataset, npy_dataset
 from di4c_jax.data.text import pystdlib_dataset, pystdlib_tokens
 from di4c_jax.data.tfds_sources import lm1b_dataset, tfds_image_dataset
@@ -15,11 +15,11 @@ __all__ = [
     "DATASET_NAMES",
     "DataInfo",
     "DigitsBuilder",
+    "HostRows",
     "TransformedSource",
     "array_dataset",
     "check_integer_tokens",
     "digits_dataset",
-    "host_shard_indices",
     "lm1b_dataset",
     "load_dataset",
     "make_dataset",
