@@ -24,10 +24,12 @@ own count, which counts each loop body (the lambda chunks, a remat DiT's blocks)
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
 import time
+from typing import Any
 
 SETTINGS = {
     "tauldr": dict(model="unet-cifar10", batch=8, num_lambda=16, recipe="tauldr", classes=0, overrides={}),
@@ -66,32 +68,51 @@ def _process(setting: str, num_states: int):
     return Masked(vocab_size=num_states - 1)
 
 
-def measure(setting: str, *, num_lambda: int | None = None, devices: int | None = None, fsdp: int | None = None,
-            chunk: int | None = None, dtype: str = "float32", remat: str = "none") -> dict:
-    """Compile the step for `setting` on the current devices and return the result object (see module doc)."""
+@dataclasses.dataclass(frozen=True)
+class StepSetup:
+    """One setting's training step and the abstract (sharded) arguments it is compiled for."""
+
+    setting: str
+    mesh: Any
+    step: Any                 # engine.make_train_step(...): step.jitted(state, batch, frozen)
+    tx: Any
+    state: Any                # ShapeDtypeStructs with shardings
+    frozen: Any               # the teacher's params, likewise
+    batch: dict               # {'x0': int32[B, D] (, 'cond': int32[B])}
+    teacher_cfg: Any
+    student_cfg: Any
+    process: Any
+    config: Any               # the recipe
+    per_device_batch: int
+
+    @property
+    def global_batch(self) -> int:
+        return self.batch["x0"].shape[0]
+
+
+def build_step(setting: str, *, num_lambda: int | None = None, devices: int | None = None, fsdp: int | None = None,
+               chunk: int | None = None, dtype: str = "float32", remat: str = "none",
+               per_device_batch: int | None = None) -> StepSetup:
+    """The full Di4C training step of `setting` on the first `devices` devices (data x fsdp mesh)."""
     import jax
     import jax.numpy as jnp
 
     from di4c_jax import parallel, train as engine
     from di4c_jax.losses import di4c_config, di4c_loss
-    from di4c_jax.losses.chunked import default_chunk
-    from di4c_jax.models import abstract_params, make_denoiser, model_config, param_count
+    from di4c_jax.models import abstract_params, make_denoiser, model_config
 
     spec = SETTINGS[setting]
     devices = devices or jax.device_count()
-    fsdp = fsdp or devices
-    mesh = parallel.make_mesh(fsdp=fsdp, devices=jax.devices()[:devices])
+    mesh = parallel.make_mesh(fsdp=fsdp or devices, devices=jax.devices()[:devices])
     overrides = dict(spec["overrides"], dropout=0.0, remat=remat,
                      compute_dtype=None if dtype == "float32" else dtype)
     teacher_cfg = model_config(spec["model"], **overrides)
-    lam_style = "embed" if setting == "tauldr" else "token"
-    student_cfg = model_config(spec["model"], **overrides, lam_style=lam_style)
+    student_cfg = model_config(spec["model"], **overrides, lam_style=_lam_style(setting))
     teacher, student = make_denoiser(teacher_cfg), make_denoiser(student_cfg)
-    num_states = teacher.num_states
-    dims = teacher.num_positions
-    process = _process(setting, num_states)
+    process = _process(setting, teacher.num_states)
     config = di4c_config(spec["recipe"], num_lambda=num_lambda or spec["num_lambda"], chunk=chunk)
-    global_batch = spec["batch"] * devices
+    per_device_batch = per_device_batch or spec["batch"]
+    global_batch = per_device_batch * devices
 
     def loss_fn(key, params, batch, teacher_params):
         return di4c_loss(key, student=student, student_params=params, teacher=teacher,
@@ -99,51 +120,86 @@ def measure(setting: str, *, num_lambda: int | None = None, devices: int | None 
                          cond=batch.get("cond"))
 
     tx = engine.make_optimizer(engine.OptimConfig(learning_rate=3e-5))
-    key = jax.random.key(0)
-    shapes = jax.eval_shape(lambda k: engine.init_train_state(abstract_zeros(student_cfg), tx, k), key)
+    shapes = jax.eval_shape(lambda k: engine.init_train_state(abstract_zeros(student_cfg), tx, k), jax.random.key(0))
     state_sh = parallel.fsdp_shardings(mesh, shapes)
     frozen = abstract_params(teacher_cfg)
     frozen_sh = parallel.fsdp_shardings(mesh, frozen)
     step = engine.make_train_step(loss_fn, tx, ema_decay=0.9999, mesh=mesh, state_shardings=state_sh,
                                   frozen_shardings=frozen_sh)
-    batch = {"x0": jax.ShapeDtypeStruct((global_batch, dims), jnp.int32)}
+    batch = {"x0": jax.ShapeDtypeStruct((global_batch, teacher.num_positions), jnp.int32)}
     if spec["classes"]:
         batch["cond"] = jax.ShapeDtypeStruct((global_batch,), jnp.int32)
+    return StepSetup(setting, mesh, step, tx, parallel.abstract_with_shardings(shapes, state_sh),
+                     parallel.abstract_with_shardings(frozen, frozen_sh), batch, teacher_cfg, student_cfg, process,
+                     config, per_device_batch)
+
+
+def model_flops(built: StepSetup) -> tuple[float, float]:
+    """(analytic FLOPs of one step per device, FLOPs of one student forward pass on one item).
+
+    Per item: the teacher at x_t (a mixture teacher: M) plus tauldr's N small-time passes, the student's M u-side
+    passes, and its N gradient passes (3 forwards each; + tauldr's N small-time ones), one more forward each when
+    chunked (recomputed in the backward pass), and one more with full remat (the blocks recomputed). Counted on
+    the unrolled networks (remat 'none'): XLA's cost analysis counts a rolled scan's body once.
+    """
+    from di4c_jax.losses.chunked import default_chunk
+    from di4c_jax.models import abstract_params, make_denoiser
+
+    config, spec = built.config, SETTINGS[built.setting]
+    n, m = config.num_lambda, config.num_samples_composition
+    dims = built.batch["x0"].shape[1]
+    num_states = make_denoiser(built.teacher_cfg).num_states
+    chunk = config.chunk or default_chunk(built.global_batch, dims, num_states, max(n, m))
+    unrolled = [cfg.copy_and_resolve_references() for cfg in (built.teacher_cfg, built.student_cfg)]
+    remat = unrolled[1].remat
+    for cfg in unrolled:
+        cfg.remat = "none"
+    f_teacher, f_student = (_forward_flops(make_denoiser(cfg), abstract_params(cfg), dims, spec["classes"])
+                            for cfg in unrolled)
+    grad_passes = n * (2 if config.small_time_distillation else 1)
+    per_item = (f_teacher * (1 + (n if config.small_time_distillation else 0)) + f_student * m
+                + f_student * grad_passes * (3 + (chunk < n) + (remat == "full")))
+    return per_item * built.per_device_batch, f_student
+
+
+def measure(setting: str, *, num_lambda: int | None = None, devices: int | None = None, fsdp: int | None = None,
+            chunk: int | None = None, dtype: str = "float32", remat: str = "none") -> dict:
+    """Compile the step for `setting` on the current devices and return the result object (see module doc)."""
+    from di4c_jax.losses.chunked import default_chunk
+    from di4c_jax.models import param_count
+
+    built = build_step(setting, num_lambda=num_lambda, devices=devices, fsdp=fsdp, chunk=chunk, dtype=dtype,
+                       remat=remat)
     start = time.perf_counter()
-    compiled = step.jitted.lower(parallel.abstract_with_shardings(shapes, state_sh), batch,
-                                 parallel.abstract_with_shardings(frozen, frozen_sh)).compile()
+    compiled = built.step.jitted.lower(built.state, built.batch, built.frozen).compile()
     compile_s = time.perf_counter() - start
     memory = compiled.memory_analysis()
     cost = compiled.cost_analysis()
     cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+    config = built.config
     n, m = config.num_lambda, config.num_samples_composition
-    params = param_count(student_cfg)
-    resolved_chunk = config.chunk or default_chunk(global_batch, dims, num_states, max(n, m))
-    # per item: the teacher at x_t (a mixture teacher: M) plus tauldr's N small-time passes, the student's M u-side
-    # passes, and its N gradient passes (3 forwards each; + tauldr's N small-time ones), one more forward each when
-    # chunked (recomputed in the backward pass), and one more with full remat (the blocks recomputed)
-    # counted on the unrolled networks (remat 'none'): XLA's cost analysis counts a rolled scan's body once
-    unrolled = {**overrides, "remat": "none"}
-    f_teacher, f_student = (_forward_flops(make_denoiser(cfg), abstract_params(cfg), dims, spec["classes"])
-                            for cfg in (model_config(spec["model"], **unrolled),
-                                        model_config(spec["model"], **unrolled, lam_style=lam_style)))
-    grad_passes = n * (2 if config.small_time_distillation else 1)
-    per_item = (f_teacher * (1 + (n if config.small_time_distillation else 0)) + f_student * m
-                + f_student * grad_passes * (3 + (resolved_chunk < n) + (remat == "full")))
+    dims = built.batch["x0"].shape[1]
+    flops_per_step, f_student = model_flops(built)
     out = {
-        "setting": setting, "num_lambda": n, "num_composition": m, "devices": devices,
-        "mesh": {name: int(size) for name, size in mesh.shape.items()}, "per_device_batch": spec["batch"],
-        "chunk": resolved_chunk, "compute_dtype": dtype, "remat": remat, "params": params,
+        "setting": setting, "num_lambda": n, "num_composition": m, "devices": built.mesh.size,
+        "mesh": {name: int(size) for name, size in built.mesh.shape.items()},
+        "per_device_batch": built.per_device_batch,
+        "chunk": config.chunk or default_chunk(built.global_batch, dims, built.process.num_states, max(n, m)),
+        "compute_dtype": dtype, "remat": remat, "params": param_count(built.student_cfg),
         "forward_flops_per_item": f_student,
         "argument_bytes": int(memory.argument_size_in_bytes), "output_bytes": int(memory.output_size_in_bytes),
         "temp_bytes": int(memory.temp_size_in_bytes),
-        "flops_per_step": float(per_item * spec["batch"]),
+        "flops_per_step": float(flops_per_step),
         "xla_flops": float(cost["flops"]) if "flops" in cost else float("nan"),
         "compile_s": compile_s,
     }
     out["per_device_bytes"] = out["argument_bytes"] + out["output_bytes"] + out["temp_bytes"]
     out["implied_step_s"] = out["flops_per_step"] / (MFU * PEAK_FLOPS)
     return out
+
+
+def _lam_style(setting: str) -> str:
+    return "embed" if setting == "tauldr" else "token"
 
 
 def _forward_flops(denoiser, params, dims: int, classes: int) -> float:

@@ -58,6 +58,8 @@ class ModelSpec:
     class_conditional: bool = False
     lam_style: str | None = None  # the student's lambda input; None: 'token' for a DiT, 'embed' otherwise
     lam_zero_init: bool = True
+    remat: str = "none"  # per-block rematerialisation policy (di4c_jax.models.remat.REMAT_POLICIES)
+    compute_dtype: str = "float32"  # 'bfloat16': bf16 matmuls, float32 params, norms, logits and losses
 
 
 @dataclasses.dataclass(frozen=True)

@@ -46,7 +46,8 @@ def student_name(round_index: int) -> str:
 def model_config(setup: Setup, student: bool):
     """The teacher's (student=False) or student's model ConfigDict; the student adds the lambda input."""
     spec = setup.exp.model
-    overrides = dict(spec.overrides)
+    overrides = dict(spec.overrides, remat=spec.remat,
+                     compute_dtype=None if spec.compute_dtype == "float32" else spec.compute_dtype)
     kind = registry.model_config(spec.size).kind
     if kind == "unet":
         channels, resolution = setup.info.shape[0], setup.info.shape[-1]
