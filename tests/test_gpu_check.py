@@ -10,13 +10,13 @@ from experiments import gpu_check
 @pytest.mark.slow
 def test_gpu_check_runs_every_part_at_the_tiny_size(tmp_path):
     out = gpu_check.main(["--json", str(tmp_path / "check.json"), "--setting", "tiny", "--steps", "1",
-                          "--sample-batch", "4", "--lambdas", "2,3", "--sample-steps", "4"])
+                          "--sample-batch", "4", "--lambdas", "2", "--sample-steps", "4"])
     assert json.loads((tmp_path / "check.json").read_text()) == json.loads(json.dumps(out))
     assert all("error" not in out[part] for part in ("peak_memory", "step_mfu", "sampling")), out
     step = out["step_mfu"]
     assert step["per_device_batch"] == 1 and step["step_s"] > 0  # CPU reports no memory limit: batch 1
     assert step["mfu"] == pytest.approx(step["flops_per_step"] / step["step_s"] / step["peak_flops"])
-    assert out["peak_memory"]["N3"]["compiled_bytes"] > out["peak_memory"]["N2"]["compiled_bytes"] > 0
+    assert out["peak_memory"]["N2"]["compiled_bytes"] > 0
     row = out["sampling"]["steps"]["4"]
     assert row["teacher"]["nfe"] == row["student"]["nfe"] == 4
     assert row["student_overhead_per_nfe"] == pytest.approx(
