@@ -203,7 +203,7 @@ def sample(setup: Setup, nets: dict[str, Trained]) -> dict[str, float]:
     labels = sample_labels(setup, spec.num_samples)
     jobs = sample_jobs(setup, set(nets))
     # what is left to do, as process 0 sees it (the others must run the same sampler calls)
-    pending = parallel.agree(np.array([not (out / f"{job.filename}.npy").exists() for job in jobs]))
+    pending = parallel.agree(np.array([not (out / f"{job.filename}.npy").exists() for job in jobs], bool))
     timings = {}
     for idx, job in enumerate(jobs):
         if not pending[idx]:
