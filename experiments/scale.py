@@ -134,6 +134,16 @@ def build_step(setting: str, *, num_lambda: int | None = None, devices: int | No
                      config, per_device_batch)
 
 
+def resolved_chunk(built: StepSetup) -> int:
+    """The lambdas per student call: the recipe's chunk, or the default sized from the shapes."""
+    from di4c_jax.losses.chunked import default_chunk
+
+    config = built.config
+    dims = built.batch["x0"].shape[1]
+    return config.chunk or default_chunk(built.global_batch, dims, built.process.num_states,
+                                         max(config.num_lambda, config.num_samples_composition))
+
+
 def model_flops(built: StepSetup) -> tuple[float, float]:
     """(analytic FLOPs of one step per device, FLOPs of one student forward pass on one item).
 
@@ -142,14 +152,12 @@ def model_flops(built: StepSetup) -> tuple[float, float]:
     chunked (recomputed in the backward pass), and one more with full remat (the blocks recomputed). Counted on
     the unrolled networks (remat 'none'): XLA's cost analysis counts a rolled scan's body once.
     """
-    from di4c_jax.losses.chunked import default_chunk
     from di4c_jax.models import abstract_params, make_denoiser
 
     config, spec = built.config, SETTINGS[built.setting]
     n, m = config.num_lambda, config.num_samples_composition
     dims = built.batch["x0"].shape[1]
-    num_states = make_denoiser(built.teacher_cfg).num_states
-    chunk = config.chunk or default_chunk(built.global_batch, dims, num_states, max(n, m))
+    chunk = resolved_chunk(built)
     unrolled = [cfg.copy_and_resolve_references() for cfg in (built.teacher_cfg, built.student_cfg)]
     remat = unrolled[1].remat
     for cfg in unrolled:
@@ -165,7 +173,6 @@ def model_flops(built: StepSetup) -> tuple[float, float]:
 def measure(setting: str, *, num_lambda: int | None = None, devices: int | None = None, fsdp: int | None = None,
             chunk: int | None = None, dtype: str = "float32", remat: str = "none") -> dict:
     """Compile the step for `setting` on the current devices and return the result object (see module doc)."""
-    from di4c_jax.losses.chunked import default_chunk
     from di4c_jax.models import param_count
 
     built = build_step(setting, num_lambda=num_lambda, devices=devices, fsdp=fsdp, chunk=chunk, dtype=dtype,
@@ -178,13 +185,12 @@ def measure(setting: str, *, num_lambda: int | None = None, devices: int | None 
     cost = cost[0] if isinstance(cost, (list, tuple)) else cost
     config = built.config
     n, m = config.num_lambda, config.num_samples_composition
-    dims = built.batch["x0"].shape[1]
     flops_per_step, f_student = model_flops(built)
     out = {
         "setting": setting, "num_lambda": n, "num_composition": m, "devices": built.mesh.size,
         "mesh": {name: int(size) for name, size in built.mesh.shape.items()},
         "per_device_batch": built.per_device_batch,
-        "chunk": config.chunk or default_chunk(built.global_batch, dims, built.process.num_states, max(n, m)),
+        "chunk": resolved_chunk(built),
         "compute_dtype": dtype, "remat": remat, "params": param_count(built.student_cfg),
         "forward_flops_per_item": f_student,
         "argument_bytes": int(memory.argument_size_in_bytes), "output_bytes": int(memory.output_size_in_bytes),

@@ -41,7 +41,7 @@ def _setting(family, **model_overrides):
 
 def _loss_and_grad(family, *, num_lambda=4, **model_overrides):
     process, recipe, student_cfg, teacher_cfg = _setting(family, **model_overrides)
-    base_process, _, base_student_cfg, base_teacher_cfg = _setting(family)
+    _, _, base_student_cfg, base_teacher_cfg = _setting(family)
     student_params = _perturbed(build_denoiser(base_student_cfg, jax.random.key(0))[1], jax.random.key(1))
     teacher_params = _perturbed(build_denoiser(base_teacher_cfg, jax.random.key(2))[1], jax.random.key(3))
     student, teacher = make_denoiser(student_cfg), make_denoiser(teacher_cfg)
