@@ -21,7 +21,8 @@ import jax
 import jax.numpy as jnp
 
 from di4c_jax.denoiser import Denoiser
-from di4c_jax.losses.mixture import gather_points
+from di4c_jax.losses.mixture import gather_points, mixture_log_marginal
+from di4c_jax.losses.reduce import logsumexp_axis
 from di4c_jax.processes.protocol import Process
 
 
@@ -38,8 +39,8 @@ class ComponentStats(NamedTuple):
 
 def component_stats(logp: jax.Array, points: jax.Array, tau: jax.Array) -> ComponentStats:
     """The statistics from materialised components: logp [B, N, D, K], points int[B, P, D], tau [B, D, K]."""
-    log_marginal = jax.nn.logsumexp(logp, axis=1) - math.log(logp.shape[1])
-    return ComponentStats(log_marginal, gather_points(logp, points), jnp.einsum("bndk,bdk->bn", logp, tau))
+    return ComponentStats(mixture_log_marginal(logp), gather_points(logp, points),
+                          jnp.einsum("bndk,bdk->bn", logp, tau))
 
 
 def scan_chunks(fn, count: int, combine, init):
@@ -97,8 +98,7 @@ def chunked_component_stats(params: Any, *, student: Denoiser, process: Process,
         key = None if rngs is None else jax.random.fold_in(rngs, c)
         logp = student.logprobs(process, p, rep(x_t), rep(t), lam_c.reshape(-1), rep(cond), rngs=key)
         logp = logp.reshape(batch, n_c, *logp.shape[1:])
-        return (jax.nn.logsumexp(logp, axis=1), gather_points(logp, points),
-                jnp.einsum("bndk,bdk->bn", logp, tau))
+        return (logsumexp_axis(logp, 1), gather_points(logp, points), jnp.einsum("bndk,bdk->bn", logp, tau))
 
     lam_full = jnp.moveaxis(lam[:, :full * chunk].reshape(batch, full, chunk), 1, 0)  # [C, B, chunk]
     lam_rest = lam[:, full * chunk:]

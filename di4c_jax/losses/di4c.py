@@ -29,6 +29,7 @@ from di4c_jax.losses.chunked import (ComponentStats, chunked_component_stats, co
 from di4c_jax.losses.inputs import checked_batch
 from di4c_jax.losses.mixture import kl_sum, mixture_log_density_at, mixture_log_marginal
 from di4c_jax.losses.recipes import Di4CRecipe
+from di4c_jax.losses.reduce import logsumexp_axis
 from di4c_jax.processes.base import sample_categorical
 from di4c_jax.processes.protocol import Process
 
@@ -146,7 +147,7 @@ def _composition(keys, *, teacher: Denoiser, teacher_params, student: Denoiser, 
             comp = teacher.logprobs(process, teacher_params, _repeat(x_t, m_c), _repeat(t, m_c),
                                     lam_teacher[:, idx].reshape(-1), _repeat(cond, m_c))
             comp = comp.reshape(batch, m_c, dims, classes)
-            lse_teacher = jax.nn.logsumexp(comp, axis=1)
+            lse_teacher = logsumexp_axis(comp, 1)
             x_u = jax.vmap(step, in_axes=(0, 1), out_axes=1)(step_keys[idx], comp)
         else:
             lse_teacher = None
@@ -155,7 +156,7 @@ def _composition(keys, *, teacher: Denoiser, teacher_params, student: Denoiser, 
                                   lam_u[:, idx].reshape(-1) if student.mixture else None, _repeat(cond, m_c))
         logp_u = logp_u.reshape(batch, m_c, dims, classes)
         x_hat = jax.vmap(sample_categorical, in_axes=(0, 1), out_axes=1)(hat_keys[idx], logp_u)
-        return lse_teacher, jax.nn.logsumexp(logp_u, axis=1), x_u, x_hat
+        return lse_teacher, logsumexp_axis(logp_u, 1), x_u, x_hat
 
     chunk = min(chunk, m)
     full, rest = divmod(m, chunk)

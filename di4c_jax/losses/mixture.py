@@ -10,12 +10,13 @@ import math
 import jax
 import jax.numpy as jnp
 
+from di4c_jax.losses.reduce import logsumexp_axis
 from di4c_jax.processes.base import sample_categorical
 
 
 def mixture_log_marginal(logp: jax.Array) -> jax.Array:
     """Per-dimension marginals of the mixture: log (1/N) sum_n p_n^d. [B, N, D, K] -> [B, D, K]."""
-    return jax.nn.logsumexp(logp, axis=1) - math.log(logp.shape[1])
+    return logsumexp_axis(logp, 1) - math.log(logp.shape[1])
 
 
 def mixture_log_likelihood(logp: jax.Array, x: jax.Array, control_variate: bool = True) -> jax.Array:

@@ -61,6 +61,12 @@ def attention(q, k, v, scale: float) -> tuple[jax.Array, jax.Array]:
     return out.astype(v.dtype), m[..., 0] + jnp.log(total)
 
 
+def dense(layer: nnx.Linear, x: jax.Array) -> jax.Array:
+    """`layer` on x [..., in] as one [rows, in] matmul: XLA's CPU backend computes the weight gradient of a
+    dense layer on [B, D, in] inputs about 4x slower than on the same rows flattened (same values)."""
+    return layer(x.reshape(-1, x.shape[-1])).reshape(*x.shape[:-1], -1)
+
+
 def _modulate(x, shift, scale):
     return x * (1 + scale) + shift
 
@@ -89,15 +95,15 @@ class DiTBlock(nnx.Module):
 
     def _qkv(self, x, shift, scale):
         b, n, _ = x.shape
-        qkv = self.qkv(_modulate(self._norm(self.norm1, x), shift, scale))
+        qkv = dense(self.qkv, _modulate(self._norm(self.norm1, x), shift, scale))
         return [a.reshape(b, n, self.heads, -1) for a in jnp.split(qkv, 3, axis=-1)]
 
     def _branch(self, x, gate, y, rngs):
         return x + gate * self.dropout(y, deterministic=rngs is None, rngs=rngs)
 
     def _mlp(self, x, shift, scale, gate, rngs):
-        h = self.mlp_in(_modulate(self._norm(self.norm2, x), shift, scale))
-        return self._branch(x, gate, self.mlp_out(jax.nn.gelu(h, approximate=True)), rngs)
+        h = dense(self.mlp_in, _modulate(self._norm(self.norm2, x), shift, scale))
+        return self._branch(x, gate, dense(self.mlp_out, jax.nn.gelu(h, approximate=True)), rngs)
 
     def __call__(self, x, c, cos, sin, z=None, *, rngs=None):
         """x [B, D, H], c [B, cond], z [B, 1, H] or None -> (x, z)."""
@@ -118,10 +124,10 @@ class DiTBlock(nnx.Module):
                               preferred_element_type=jnp.float32) * scale
             att_z = jnp.einsum("bhqk,bkhd->bqhd", jax.nn.softmax(s_zz, axis=-1).astype(v.dtype),
                                jnp.concatenate([v, vz], axis=1))
-        x = self._branch(x, gate1, self.attn_out(att.reshape(b, d, hidden)), rngs)
+        x = self._branch(x, gate1, dense(self.attn_out, att.reshape(b, d, hidden)), rngs)
         x = self._mlp(x, shift2, scale2, gate2, rngs)
         if z is not None:
-            z = self._branch(z, gate1, self.attn_out(att_z.reshape(b, 1, hidden)), rngs)
+            z = self._branch(z, gate1, dense(self.attn_out, att_z.reshape(b, 1, hidden)), rngs)
             z = self._mlp(z, shift2, scale2, gate2, rngs)
         return x, z
 
@@ -203,4 +209,4 @@ class DiTDenoiser(nnx.Module):
         shift, scale = jnp.split(self.final_adaln(c)[:, None, :], 2, axis=-1)
         h = self.final_norm(x.astype(jnp.float32))
         h = _modulate(h if self.dtype is None else h.astype(self.dtype), shift, scale)
-        return self.final_out(h).astype(jnp.float32)
+        return dense(self.final_out, h).astype(jnp.float32)
