@@ -31,15 +31,22 @@ STAGES = ("train_teacher", "distill", "sample", "evaluate", "all")
 FLAGS = flags.FLAGS
 
 
-def define_flags() -> None:
-    """Command-line flags (defined only when run as a script, so the module stays importable)."""
-    config_flags.DEFINE_config_file("config", None, "experiment config file (get_config())", lock_config=True)
-    flags.DEFINE_string("workdir", None, "output directory (created; rerun to resume)")
-    flags.DEFINE_enum("stage", "all", STAGES, "which stage to run")
-    flags.DEFINE_string("coordinator_address", None, "multi-process run: host:port of process 0")
-    flags.DEFINE_integer("num_processes", None, "multi-process run: number of processes")
-    flags.DEFINE_integer("process_id", None, "multi-process run: this process's index")
-    flags.mark_flags_as_required(["config", "workdir"])
+def define_flags(flag_values: flags.FlagValues = FLAGS) -> None:
+    """Command-line flags (defined only when run as a script, so the module stays importable).
+
+    `--config.a.b=value` may also set a key the config file does not write (e.g. a Di4C recipe field such as
+    `--config.distill.loss.reference_student=0.5`, value parsed as a Python literal): `experiments.spec.resolve`
+    rejects any key that no stage reads, so a typo still fails before training.
+    """
+    config_flags.DEFINE_config_file("config", None, "experiment config file (get_config())", lock_config=False,
+                                    accept_new_attributes=True, flag_values=flag_values)
+    flags.DEFINE_string("workdir", None, "output directory (created; rerun to resume)", flag_values=flag_values)
+    flags.DEFINE_enum("stage", "all", STAGES, "which stage to run", flag_values=flag_values)
+    flags.DEFINE_string("coordinator_address", None, "multi-process run: host:port of process 0",
+                        flag_values=flag_values)
+    flags.DEFINE_integer("num_processes", None, "multi-process run: number of processes", flag_values=flag_values)
+    flags.DEFINE_integer("process_id", None, "multi-process run: this process's index", flag_values=flag_values)
+    flags.mark_flags_as_required(["config", "workdir"], flag_values=flag_values)
 
 
 def _log(msg: str) -> None:
