@@ -113,6 +113,28 @@ def exact_chain_law(process, denoiser: Denoiser, dims: int, num_steps: int, fina
     return law
 
 
+def exact_trajectory_law(process, component_logprobs, dims: int, grid) -> np.ndarray:
+    """Exact law (over K^D states) of the reverse_step chain from the prior along `grid` (float[S + 1], decreasing,
+    no final denoise). Each step's kernel is the mean over `component_logprobs`, functions (x int32[M, D],
+    t float32[M]) -> log p(x0 | x_t) [M, D, K], of the product kernel `process.reverse_step_logprobs`: one function
+    for a product denoiser, the equally likely lambda regimes of a mixture with a fresh lambda per step."""
+    states = all_states(process.num_states, dims)
+    xs, m = jnp.asarray(states), len(states)
+    law = prior_law(process, dims)
+    for s_from, s_to in zip(grid[:-1], grid[1:]):
+        t_from, t_to = jnp.full((m,), s_from, jnp.float32), jnp.full((m,), s_to, jnp.float32)
+        kernels = [_row_probs(process.reverse_step_logprobs(xs, fn(xs, t_from), t_from, t_to), states)
+                   for fn in component_logprobs]
+        law = law @ np.mean(kernels, axis=0)
+    return law
+
+
+def forward_marginal_law(process, p0: np.ndarray, dims: int, t: float) -> np.ndarray:
+    """q_t = sum_x0 p0(x0) prod_d q_t(x_t^d | x0^d) over the K^D states (float64), p0 over data_values^D."""
+    q = np.asarray(process.transition(jnp.float32(t))[0], np.float64)
+    return embed_data_law(process, p0, dims) @ functools.reduce(np.kron, [q] * dims)
+
+
 def embed_data_law(process, p0: np.ndarray, dims: int) -> np.ndarray:
     """p0 over data_values^D as a law over the K^D states (zero on states holding the mask id)."""
     k = process.num_states

@@ -10,6 +10,7 @@ aux keys (every recipe; batch means):
   distil    the distillation term's share of `loss`: w_distil KL(teacher marginals || each student component) at
             the item's x_t (sdtt, maskgit), or the same KL on tauldr's separate small-time batch (weight 1)
   data      the data term's share: time_coeff (-(F - G)(x0)) + KL(teacher marginals || mixture marginals)
+            (time_coeff 0 where x_t came from a reference trajectory, not from x0: `losses.reference`)
   consis    the consistency term's share: w_consis (-mean_m (F - G)(x_hat_m) + KL(composition || mixture marginals))
   data_cor, data_ind, consis_cor, consis_ind   the unweighted correlation (-(F - G), or -F without the control
             variate) and marginal-KL parts of the data and consistency terms (0 for the KLs without control variate)
@@ -29,6 +30,7 @@ from di4c_jax.losses.chunked import (ComponentStats, chunked_component_stats, co
 from di4c_jax.losses.inputs import checked_batch
 from di4c_jax.losses.mixture import kl_sum, mixture_log_density_at, mixture_log_marginal
 from di4c_jax.losses.recipes import Di4CRecipe
+from di4c_jax.losses.reference import draw_reference_xt
 from di4c_jax.losses.reduce import logsumexp_axis
 from di4c_jax.processes.base import sample_categorical
 from di4c_jax.processes.protocol import Process
@@ -234,10 +236,11 @@ def di4c_loss(key: jax.Array, *, student: Denoiser, student_params: Any, teacher
               process: Process, x0: jax.Array, config: Di4CRecipe, cond: jax.Array | None = None):
     """One Di4C loss evaluation on a data batch.
 
-    Draws per-sample times (by the recipe), x_t ~ q(. | x0), M teacher steps t -> u, the student's u-side pass
-    (stop-gradient params, rngs=None) with one lambda and one composition sample x_hat per copy, and the student's
-    t-side pass with N lambdas (gradient; rngs=key when config.student_dropout), then calls `di4c_objective`
-    (tauldr adds its small-time distillation batch). Gradient reaches only `student_params`.
+    Draws per-sample times (by the recipe), x_t ~ r_t (the data's q(. | x0), or with the recipe's reference
+    weights the teacher's or the student's own trajectory: `losses.reference`), M teacher steps t -> u, the
+    student's u-side pass (stop-gradient params, rngs=None) with one lambda and one composition sample x_hat per
+    copy, and the student's t-side pass with N lambdas (gradient; rngs=key when config.student_dropout), then calls
+    `di4c_objective` (tauldr adds its small-time distillation batch). Gradient reaches only `student_params`.
 
     Args:
       key: PRNG key.
@@ -249,7 +252,10 @@ def di4c_loss(key: jax.Array, *, student: Denoiser, student_params: Any, teacher
       cond: None or int32[B] labels (apply label dropout for classifier-free guidance before calling).
 
     Returns:
-      (scalar loss, aux dict of batch means; keys in the module docstring).
+      (scalar loss, aux dict of batch means; keys in the module docstring). An item whose x_t comes from a
+      reference trajectory has time_coeff 0 (x0 is not its source, so its data correlation term is dropped);
+      its teacher-marginal KL (data_ind), distillation and consistency terms hold at any x_t and stay.
+      tauldr's small-time distillation batch is always drawn from the data.
     """
     x0 = checked_batch(process, x0, cond)
     config.check_process(process)
@@ -258,7 +264,10 @@ def di4c_loss(key: jax.Array, *, student: Denoiser, student_params: Any, teacher
 
     times = config.draw_times(k_time, batch)
     t, u = times.t, times.u
-    x_t = process.sample_xt(k_xt, x0, t)
+    x_t, from_data = draw_reference_xt(k_xt, config=config, process=process, x0=x0, t=t, teacher=teacher,
+                                       teacher_params=teacher_params, student=student,
+                                       student_params=student_params, cond=cond)
+    time_coeff = jnp.where(from_data, times.time_coeff, 0.0)  # x0 is not a trajectory item's source
     chunk = config.chunk or default_chunk(batch, x0.shape[1], process.num_states, max(n, m))
     logp_teacher_t, _, x_hat, log_marginal_u = _composition(
         (k_teacher, k_lam_u, k_hat), teacher=teacher, teacher_params=teacher_params, student=student,
@@ -274,7 +283,7 @@ def di4c_loss(key: jax.Array, *, student: Denoiser, student_params: Any, teacher
                                         lam=student.draw_lam(k_lam_t, batch * n).reshape(batch, n), cond=cond,
                                         rngs=rngs, points=points, tau=tau, chunk=chunk)
     loss, aux = objective_from_stats(stats, logp_teacher_t=logp_teacher_t, log_marginal_u=log_marginal_u,
-                                     time_coeff=times.time_coeff, w_distil=times.w_distil, w_consis=times.w_consis,
+                                     time_coeff=time_coeff, w_distil=times.w_distil, w_consis=times.w_consis,
                                      control_variate=config.control_variate)
     if config.small_time_distillation:
         distil = jnp.mean(_small_time_distillation(k_small, student, student_params, teacher, teacher_params,

@@ -21,6 +21,15 @@ gradient passes; the u-side target pass is always deterministic), `time_coeff_sc
 t-side lambdas (and of the M composition copies) one network call takes (`losses.chunked`: memory flat in N; None
 picks the most whose [B, chunk, D, K] log-probabilities, B the global batch as jit sees it, fit 64 MiB; chunk >= N
 is the plain, unchunked pass).
+
+Reference distributions r_t (shared fields; Hayakawa et al. 2025 take the consistency loss over x_t ~ r_t, which may
+be the data's q_t or the law reached by multi-step denoising; `losses.reference`): each item's x_t is drawn from
+the data with probability 1 - reference_teacher - reference_student, from the teacher's own `reference_teacher_steps`-
+step trajectory from t = 1 down to the item's t with probability `reference_teacher`, and from the student's own
+(on-policy) `reference_student_steps`-step trajectory with probability `reference_student`. A trajectory item's
+x_t has no data point behind it, so its data correlation term is dropped (time_coeff 0). `consis_weighting`
+multiplies every recipe's consistency weight by w(t): 'uniform' 1, 'linear' 2 t, 'late' 3 t^2 (mean 1 under
+t ~ U[0, 1]). The defaults (0, 0, 'uniform') are the references' behaviour.
 """
 from __future__ import annotations
 
@@ -48,10 +57,13 @@ class DrawnTimes(NamedTuple):
 
 RECIPES: Registry[type] = Registry("Di4C recipe")
 
+# w(t) multiplying the consistency weight; None: weight 1 (the references)
+CONSIS_WEIGHTINGS = {"uniform": None, "linear": lambda t: 2.0 * t, "late": lambda t: 3.0 * t * t}
+
 
 @dataclasses.dataclass(frozen=True)
 class Di4CRecipe:
-    """Fields every recipe shares; subclasses add theirs and implement `draw_times`."""
+    """Fields every recipe shares; subclasses add theirs and implement `recipe_times`."""
 
     num_lambda: int = 16
     num_composition: int | None = None
@@ -59,6 +71,11 @@ class Di4CRecipe:
     student_dropout: bool = True
     time_coeff_scale: float = 1.0
     chunk: int | None = None  # lambdas per student t-side call (memory flat in N); None: from the shapes
+    reference_teacher: float = 0.0  # probability that an item's x_t comes from the teacher's trajectory
+    reference_student: float = 0.0  # ... from the student's own trajectory (data: 1 - the two)
+    reference_teacher_steps: int = 8  # steps of that trajectory from t = 1 down to the item's t
+    reference_student_steps: int = 2
+    consis_weighting: str = "uniform"  # w(t) on the consistency weight: a key of CONSIS_WEIGHTINGS
 
     name: ClassVar[str] = ""
     small_time_distillation: ClassVar[bool] = False  # tauldr: a separate small-time distillation batch
@@ -69,6 +86,18 @@ class Di4CRecipe:
                              f"{self.num_composition}")
         if self.chunk is not None and self.chunk < 1:
             raise ValueError(f"{self.name}: chunk must be None or >= 1, got {self.chunk}")
+        for field in ("reference_teacher", "reference_student"):
+            if not 0.0 <= getattr(self, field) <= 1.0:
+                raise ValueError(f"{self.name}: {field} must be in [0, 1], got {getattr(self, field)}")
+        if self.reference_teacher + self.reference_student > 1.0 + 1e-9:
+            raise ValueError(f"{self.name}: reference_teacher + reference_student must be <= 1, got "
+                             f"{self.reference_teacher} + {self.reference_student}")
+        for field in ("reference_teacher_steps", "reference_student_steps"):
+            if getattr(self, field) < 1:
+                raise ValueError(f"{self.name}: {field} must be >= 1, got {getattr(self, field)}")
+        if self.consis_weighting not in CONSIS_WEIGHTINGS:
+            raise ValueError(f"{self.name}: consis_weighting must be one of {sorted(CONSIS_WEIGHTINGS)}, got "
+                             f"{self.consis_weighting!r}")
 
     @property
     def num_samples_composition(self) -> int:
@@ -79,6 +108,13 @@ class Di4CRecipe:
         """Raise if the recipe cannot run on `process`."""
 
     def draw_times(self, key: jax.Array, batch: int) -> DrawnTimes:
+        """The recipe's times and weights (`recipe_times`), w_consis multiplied by `consis_weighting`'s w(t)."""
+        times = self.recipe_times(key, batch)
+        weight = CONSIS_WEIGHTINGS[self.consis_weighting]
+        return times if weight is None else times._replace(w_consis=times.w_consis * weight(times.t))
+
+    def recipe_times(self, key: jax.Array, batch: int) -> DrawnTimes:
+        """The recipe's own draw of DrawnTimes for `batch` items (before the consistency time weighting)."""
         raise NotImplementedError
 
     def teacher_step(self, key, process, x_t, logp, t, u) -> jax.Array:
@@ -106,7 +142,7 @@ class TauLDRRecipe(Di4CRecipe):
             raise ValueError(f"tauldr: need 0 < min_delta <= max_delta < 1 - min_time, got {self.min_delta}, "
                              f"{self.max_delta}, {self.min_time}")
 
-    def draw_times(self, key, batch):
+    def recipe_times(self, key, batch):
         k1, k2, _ = jax.random.split(key, 3)
         log_ratio = math.log(self.max_delta / self.min_delta)
         delta = self.min_delta * jnp.exp(jax.random.uniform(k1, (batch,)) * log_ratio)
@@ -130,7 +166,7 @@ class SDTTRecipe(Di4CRecipe):
             raise ValueError(f"sdtt: need distil_prob in [0, 1], distil_time in (0, 1), num_time_bins >= 1; got "
                              f"{self.distil_prob}, {self.distil_time}, {self.num_time_bins}")
 
-    def draw_times(self, key, batch):
+    def recipe_times(self, key, batch):
         # One snap to the grid; the reference snaps a second time when it masks (mask rate (1 - eps)(t + 1/T)),
         # which is not reproduced here: x_t is drawn at the snapped t.
         k1, k2, _ = jax.random.split(key, 3)
@@ -164,7 +200,7 @@ class MaskGITRecipe(Di4CRecipe):
     def check_process(self, process):
         require(process, "absorbing", "the maskgit Di4C recipe")
 
-    def draw_times(self, key, batch):
+    def recipe_times(self, key, batch):
         _, _, k3 = jax.random.split(key, 3)
         r = jax.random.uniform(k3, (batch,))
         t, u = 1.0 - r, 1.0 - jnp.minimum(r + self.r_delta, 1.0)
