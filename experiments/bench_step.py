@@ -24,7 +24,8 @@ background load, JAX's under `jax.block_until_ready`. PyTorch runs in this proce
 to the cores JAX's CPU client sizes its pool by (the process's CPU affinity; `--threads T` pins the process to T
 cores first). Median and min per call; ratio = PyTorch median / JAX median; the 1-minute load average before and
 after is recorded, since on a shared machine other work inflates both sides (PyTorch's OpenMP threads much more).
-Both run float32 on the CPU (JAX is pinned to the CPU platform here).
+Both run float32 on the CPU (JAX is pinned to the CPU platform here), under MALLOC_ENV (glibc keeps freed memory
+instead of unmapping it, which PyTorch's timings depend on; `--keep_malloc` measures without).
 
 Identical on both sides: shapes; the network (the torch DiT mirrors di4c_jax/models/dit.py op for op and has the
 same parameter count, printed); the network passes per step (teacher once on the B rows of x_t, student u-side on
@@ -39,7 +40,7 @@ bf16 autocast on GPUs, here both are float32; JAX evaluates F - G inside one log
 Parameters are fresh on both sides (zero-initialised output layers: both networks start at uniform predictions); the
 work per step does not depend on their values.
 
-JSON (--json): {"threads", "repeats", "versions", "xla_flags", "load_average_1min", "device", "rows": [{"setting",
+JSON (--json): {"threads", "repeats", "versions", "xla_flags", "malloc_env", "load_average_1min", "device", "rows": [{"setting",
 "shapes", "jax_ms", "jax_ms_min", "torch_ms", "torch_ms_min", "ratio", "compile_s", "loss", ...}]}; step rows add
 "params" (both sides' counts), "chunk" (resolved) and "literal_teacher".
 """
@@ -66,6 +67,11 @@ from di4c_jax.processes import build_process
 
 FLAGS = flags.FLAGS
 PARTS = ("step", "objective")
+# glibc returns every freed block above the mmap threshold to the OS, so each [B N, D, K] tensor PyTorch allocates
+# page-faults afresh: its objective took 160-1000 ms on the same machine depending on the allocator's history.
+# bench_step re-executes itself with these set (both sides run under them) unless --keep_malloc.
+MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": str(1 << 32), "MALLOC_TRIM_THRESHOLD_": str(1 << 32),
+              "MALLOC_TOP_PAD_": str(1 << 30)}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -101,6 +107,7 @@ def define_flags() -> None:
     flags.DEFINE_integer("chunk", None, "the recipe's chunk (lambdas per student call; default: from the shapes)")
     flags.DEFINE_bool("literal_teacher", False, "PyTorch also runs the teacher on the B N repeated rows")
     flags.DEFINE_integer("threads", None, "pin the process to this many cores (default: all it may use)")
+    flags.DEFINE_bool("keep_malloc", False, "do not re-execute with MALLOC_ENV (glibc keeps freed memory)")
 
 
 def compare(jax_call, torch_call, repeats: int) -> dict:
@@ -277,6 +284,7 @@ def run(parts, repeats: int, overrides: dict, *, chunk=None, literal_teacher=Fal
     versions = {"jax": jax.__version__, "jaxlib": jaxlib.__version__, "torch": torch.__version__,
                 "numpy": np.__version__, "python": platform.python_version()}
     return {"threads": threads, "repeats": repeats, "versions": versions, "xla_flags": os.environ.get("XLA_FLAGS", ""),
+            "malloc_env": {k: os.environ.get(k) for k in MALLOC_ENV},
             "load_average_1min": {"before": load_before, "after": os.getloadavg()[0]},
             "device": f"{jax.devices()[0].device_kind} ({platform.processor() or platform.machine()})", "rows": rows}
 
@@ -287,6 +295,10 @@ def main(argv):
         import torch  # noqa: F401
     except ImportError:
         sys.exit("bench_step needs PyTorch for the reference side: pip install torch")
+    if not FLAGS.keep_malloc and any(os.environ.get(k) != v for k, v in MALLOC_ENV.items()):
+        sys.stdout.flush()
+        os.execve(sys.executable, [sys.executable, "-m", "experiments.bench_step", *sys.argv[1:]],
+                  {**os.environ, **MALLOC_ENV})
     # Before any JAX computation: the same device as PyTorch, and the CPU client's thread pool follows the affinity.
     jax.config.update("jax_platforms", "cpu")
     if FLAGS.threads:

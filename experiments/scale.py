@@ -99,6 +99,7 @@ def build_step(setting: str, *, num_lambda: int | None = None, devices: int | No
 
     from di4c_jax import parallel, train as engine
     from di4c_jax.losses import di4c_config, di4c_loss
+    from di4c_jax.losses.chunked import default_chunk
     from di4c_jax.models import abstract_params, make_denoiser, model_config
 
     spec = SETTINGS[setting]
@@ -113,6 +114,10 @@ def build_step(setting: str, *, num_lambda: int | None = None, devices: int | No
     config = di4c_config(spec["recipe"], num_lambda=num_lambda or spec["num_lambda"], chunk=chunk)
     per_device_batch = per_device_batch or spec["batch"]
     global_batch = per_device_batch * devices
+    if chunk is None:  # the accelerators' default, not that of the CPU this compiles on
+        chunk = default_chunk(global_batch, teacher.num_positions, process.num_states,
+                              max(config.num_lambda, config.num_samples_composition), backend="gpu")
+        config = dataclasses.replace(config, chunk=chunk)
 
     def loss_fn(key, params, batch, teacher_params):
         return di4c_loss(key, student=student, student_params=params, teacher=teacher,
@@ -134,16 +139,6 @@ def build_step(setting: str, *, num_lambda: int | None = None, devices: int | No
                      config, per_device_batch)
 
 
-def resolved_chunk(built: StepSetup) -> int:
-    """The lambdas per student call: the recipe's chunk, or the default sized from the shapes."""
-    from di4c_jax.losses.chunked import default_chunk
-
-    config = built.config
-    dims = built.batch["x0"].shape[1]
-    return config.chunk or default_chunk(built.global_batch, dims, built.process.num_states,
-                                         max(config.num_lambda, config.num_samples_composition))
-
-
 def model_flops(built: StepSetup) -> tuple[float, float]:
     """(analytic FLOPs of one step per device, FLOPs of one student forward pass on one item).
 
@@ -157,7 +152,7 @@ def model_flops(built: StepSetup) -> tuple[float, float]:
     config, spec = built.config, SETTINGS[built.setting]
     n, m = config.num_lambda, config.num_samples_composition
     dims = built.batch["x0"].shape[1]
-    chunk = resolved_chunk(built)
+    chunk = built.config.chunk
     unrolled = [cfg.copy_and_resolve_references() for cfg in (built.teacher_cfg, built.student_cfg)]
     remat = unrolled[1].remat
     for cfg in unrolled:
@@ -190,7 +185,7 @@ def measure(setting: str, *, num_lambda: int | None = None, devices: int | None 
         "setting": setting, "num_lambda": n, "num_composition": m, "devices": built.mesh.size,
         "mesh": {name: int(size) for name, size in built.mesh.shape.items()},
         "per_device_batch": built.per_device_batch,
-        "chunk": resolved_chunk(built),
+        "chunk": built.config.chunk,
         "compute_dtype": dtype, "remat": remat, "params": param_count(built.student_cfg),
         "forward_flops_per_item": f_student,
         "argument_bytes": int(memory.argument_size_in_bytes), "output_bytes": int(memory.output_size_in_bytes),

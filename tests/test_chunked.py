@@ -77,6 +77,9 @@ def test_default_chunk_fits_the_budget():
     assert default_chunk(64, 6, 4, 64) == 64  # the quickstart: everything in one pass
     assert default_chunk(1, 1024, 50258, 64) == 1  # sdtt: one [1, 1, 1024, 50258] slab is 196 MiB
     assert default_chunk(2, 256, 1025, 32, budget_bytes=1 << 24) == 7
+    # bench_step's shape (2 MiB per component): 4 MiB on CPU, 64 MiB on accelerators
+    assert default_chunk(4, 128, 1024, 16, backend="cpu") == 2
+    assert default_chunk(4, 128, 1024, 16, backend="gpu") == default_chunk(4, 128, 1024, 16, backend="tpu") == 16
     with pytest.raises(ValueError, match="chunk must be >= 1"):
         chunked_component_stats({}, student=None, process=None, x_t=None, t=None, lam=jnp.zeros((1, 2)),
                                 cond=None, rngs=None, points=None, tau=None, chunk=0)

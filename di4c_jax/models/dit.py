@@ -119,11 +119,12 @@ class DiTBlock(nnx.Module):
             p_z = jax.nn.sigmoid(s_z - lse).transpose(0, 2, 1)[..., None]     # [B, D, heads, 1]
             gate = self.lam_gate[...][None, None, :, None]
             att = att + (gate * p_z * (vz - att)).astype(att.dtype)
-            # The lambda token's own query attends to all D + 1 keys (keys of z carry no rotary).
-            s_zz = jnp.einsum("bqhd,bkhd->bhqk", qz, jnp.concatenate([k, kz], axis=1),
-                              preferred_element_type=jnp.float32) * scale
-            att_z = jnp.einsum("bhqk,bkhd->bqhd", jax.nn.softmax(s_zz, axis=-1).astype(v.dtype),
-                               jnp.concatenate([v, vz], axis=1))
+            # The lambda token's own query attends to all D + 1 keys (keys of z carry no rotary): its softmax over
+            # [k; kz] as attention over k plus z's share, without copying k and v into a D + 1 concatenation.
+            att_zx, lse_zx = attention(qz, k, v, scale)                         # [B, 1, heads, hd], [B, heads, 1]
+            s_self = jnp.einsum("bqhd,bkhd->bhq", qz, kz, preferred_element_type=jnp.float32) * scale
+            p_self = jax.nn.sigmoid(s_self - lse_zx).transpose(0, 2, 1)[..., None]  # [B, 1, heads, 1]
+            att_z = att_zx + (p_self * (vz - att_zx)).astype(att_zx.dtype)
         x = self._branch(x, gate1, dense(self.attn_out, att.reshape(b, d, hidden)), rngs)
         x = self._mlp(x, shift2, scale2, gate2, rngs)
         if z is not None:
