@@ -19,8 +19,8 @@ Every recipe's defaults are its reference's (N = 16 and time weight 1 for tauldr
 passes and composition samples per item; None: M = N), `control_variate`, `student_dropout` (rngs for the student's
 gradient passes; the u-side target pass is always deterministic), `time_coeff_scale`, and `chunk`: how many of the N
 t-side lambdas (and of the M composition copies) one network call takes (`losses.chunked`: memory flat in N; None
-picks the most whose [B, chunk, D, K] log-probabilities, B the global batch as jit sees it, fit 64 MiB; chunk >= N
-is the plain, unchunked pass).
+picks the most whose [B, chunk, D, K] log-probabilities, B the global batch as jit sees it, fit the backend's
+budget, 4 MiB on CPU and 64 MiB on GPU/TPU (`chunked.default_chunk`); chunk >= N is the plain, unchunked pass).
 
 Reference distributions r_t (shared fields; Hayakawa et al. 2025 take the consistency loss over x_t ~ r_t, which may
 be the data's q_t or the law reached by multi-step denoising; `losses.reference`): each item's x_t is drawn from
