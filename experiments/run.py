@@ -10,6 +10,10 @@ checkpoint, skips finished stages and sample files that exist; `--stage` runs on
 left. The resolved config is saved as <workdir>/config.json and every command line is appended to
 <workdir>/command.txt (its first line created the run; the report quotes that one).
 
+Bad input (a config value, a flag, a file, a teacher_workdir without a teacher, a checkpoint of another network)
+ends the run before it writes anything into the workdir, with one line `error: ...` on stderr and exit status 2;
+`--debug` shows the traceback instead. The `di4c-run` console script runs `main`.
+
 Multi-host: start the same command on every host (or GPU) with a shared workdir. The processes join through
 `di4c_jax.parallel.initialize_distributed`: explicitly with --coordinator_address host:port --num_processes P
 --process_id i (or $JAX_COORDINATOR_ADDRESS, $DI4C_NUM_PROCESSES, $DI4C_PROCESS_ID), or by themselves under Slurm,
@@ -23,30 +27,38 @@ import shlex
 import sys
 import time
 from pathlib import Path
+from typing import Sequence
 
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+from experiments.cli import guarded
+
 STAGES = ("train_teacher", "distill", "sample", "evaluate", "all")
 FLAGS = flags.FLAGS
+DEFAULT_CONFIG = str(Path(__file__).parent / "configs" / "quickstart.py")
+HELP = ("-h", "--help", "-help", "--helpfull", "--helpshort")
 
 
-def define_flags(flag_values: flags.FlagValues = FLAGS) -> None:
+def define_flags(flag_values: flags.FlagValues = FLAGS, argv: Sequence[str] | None = None) -> None:
     """Command-line flags (defined only when run as a script, so the module stays importable).
 
     `--config.a.b=value` may also set a key the config file does not write (e.g. a Di4C recipe field such as
     `--config.distill.loss.reference_student=0.5`, value parsed as a Python literal): `experiments.spec.resolve`
-    rejects any key that no stage reads, so a typo still fails before training.
+    rejects any key that no stage reads, so a typo still fails before training. argv: the command line the config
+    overrides are read from (default sys.argv).
     """
-    config_flags.DEFINE_config_file("config", None, "experiment config file (get_config())", lock_config=False,
-                                    accept_new_attributes=True, flag_values=flag_values)
+    config_flags.DEFINE_config_file("config", DEFAULT_CONFIG, "experiment config file (get_config()); default: "
+                                    "the quickstart", lock_config=False, accept_new_attributes=True,
+                                    flag_values=flag_values, sys_argv=None if argv is None else list(argv))
     flags.DEFINE_string("workdir", None, "output directory (created; rerun to resume)", flag_values=flag_values)
     flags.DEFINE_enum("stage", "all", STAGES, "which stage to run", flag_values=flag_values)
     flags.DEFINE_string("coordinator_address", None, "multi-process run: host:port of process 0",
                         flag_values=flag_values)
     flags.DEFINE_integer("num_processes", None, "multi-process run: number of processes", flag_values=flag_values)
     flags.DEFINE_integer("process_id", None, "multi-process run: this process's index", flag_values=flag_values)
-    flags.mark_flags_as_required(["config", "workdir"], flag_values=flag_values)
+    flags.DEFINE_bool("debug", False, "on an error, show its traceback instead of one line", flag_values=flag_values)
+    flags.mark_flags_as_required(["workdir"], flag_values=flag_values)
 
 
 def _log(msg: str) -> None:
@@ -56,20 +68,30 @@ def _log(msg: str) -> None:
         print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
 
-def run(config, workdir: str | Path, stage: str = "all") -> dict | None:
+def run(config, workdir: str | Path, stage: str = "all", command: Sequence[str] | None = None) -> dict | None:
+    """Run `stage` (default: all) of the experiment `config` in `workdir`; the evaluate stage returns the results.
+
+    Every check (the config, the workdir, a shared teacher, the mesh, the data, existing checkpoints) runs before
+    anything is written into the workdir. command: the command-line arguments recorded in command.txt (default
+    sys.argv[1:])."""
     from di4c_jax import parallel
-    from experiments import evaluation, stages
+    from experiments import checks, evaluation, stages
     from experiments.setup import build_setup
     from experiments.spec import resolve
 
     exp = resolve(config)
     workdir = Path(workdir)
+    checks.workdir_usable(workdir)
+    checks.shared_teacher(exp)
+    checks.mesh_fits(exp)
+    setup = build_setup(exp, workdir)
+    checks.checkpoints_fit(setup)
     workdir.mkdir(parents=True, exist_ok=True)
     if parallel.is_writer():
         (workdir / "config.json").write_text(config.to_json_best_effort(indent=1))
         with open(workdir / "command.txt", "a") as f:  # every invocation; the first one created the workdir
-            f.write("python -m experiments.run " + shlex.join(sys.argv[1:]) + "\n")
-    setup = build_setup(exp, workdir)
+            args = sys.argv[1:] if command is None else command
+            f.write("python -m experiments.run " + shlex.join(args) + "\n")
     _log(f"{exp.name or workdir.name}: {setup.info.name} data, D={setup.num_dims}, "
          f"{type(setup.process).__name__} process with K={setup.process.num_states} states")
     wanted = lambda name: stage in (name, "all")  # noqa: E731
@@ -90,24 +112,60 @@ def run(config, workdir: str | Path, stage: str = "all") -> dict | None:
     return None
 
 
-def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+def _run_flags(flag_values: flags.FlagValues, argv: Sequence[str]) -> int:
     logging.set_verbosity(logging.WARNING)  # Orbax logs every save/restore at INFO
     import jax
 
     from di4c_jax.parallel import initialize_distributed
 
     try:
-        joined = initialize_distributed(coordinator_address=FLAGS.coordinator_address,
-                                        num_processes=FLAGS.num_processes, process_id=FLAGS.process_id)
+        joined = initialize_distributed(coordinator_address=flag_values.coordinator_address,
+                                        num_processes=flag_values.num_processes, process_id=flag_values.process_id)
     except ValueError as err:
         raise app.UsageError(str(err)) from None
     if joined.process_count > 1:
         _log(f"{joined.process_count} processes ({joined.mode}), {jax.device_count()} devices")
-    run(FLAGS.config, FLAGS.workdir, FLAGS.stage)
+    run(flag_values.config, flag_values.workdir, flag_values.stage, command=argv[1:])
+    return 0
+
+
+def _config_file_exists(argv: Sequence[str]) -> None:
+    """--config FILE[:ARGS] names a file (checked here: config_flags' own message is a paragraph)."""
+    for i, arg in enumerate(argv[1:], 1):
+        if arg.startswith(("--config=", "-config=")) or arg in ("--config", "-config") and i + 1 < len(argv):
+            value = arg.split("=", 1)[1] if "=" in arg else argv[i + 1]
+            path = Path(value.split(":", 1)[0])
+            if not path.is_file():
+                raise FileNotFoundError(f"--config {value}: no such file {str(path)!r}; expected an experiment "
+                                        f"config, a .py file with get_config() (e.g. "
+                                        f"experiments/configs/quickstart.py)")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """The command line (argv[0] is the program name; default sys.argv): parse, run, return the exit status
+    (0; 2 on bad input, with one line `error: ...` on stderr). Each call parses into fresh flags, so it can run
+    in-process (tests) as often as wanted."""
+    argv = list(sys.argv if argv is None else argv)
+    flag_values = flags.FlagValues()
+
+    def parse_and_run() -> int:
+        _config_file_exists(argv)
+        define_flags(flag_values, argv)  # loads the config file: its errors are bad input too
+        if any(arg in HELP for arg in argv[1:]):
+            print(__doc__ + "\nflags:\n" + flag_values.module_help(sys.modules[__name__]))
+            return 0
+        rest = flag_values(argv)
+        if len(rest) > 1:
+            raise app.UsageError(f"unexpected arguments: {rest[1:]}")
+        return _run_flags(flag_values, argv)
+
+    return guarded(parse_and_run, argv)
+
+
+def cli() -> None:
+    """The `di4c-run` console script."""
+    sys.exit(main())
 
 
 if __name__ == "__main__":
-    define_flags()
-    app.run(main)
+    cli()

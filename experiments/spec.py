@@ -49,6 +49,12 @@ class TrainSpec:
         for name in ("steps", "batch_size", "checkpoint_every", "log_every", "keep"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if not self.optim.learning_rate > 0:  # also NaN
+            raise ValueError(f"optim.learning_rate must be > 0, got {self.optim.learning_rate}")
+        if not 0.0 <= self.optim.ema_decay < 1.0:
+            raise ValueError(f"optim.ema_decay must lie in [0, 1), got {self.optim.ema_decay}")
+        if not 0.0 <= self.label_drop < 1.0:
+            raise ValueError(f"label_drop must lie in [0, 1), got {self.label_drop}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -78,7 +84,10 @@ class DistillSpec:
     init_from: str = "raw"  # which teacher weights the student starts from ('raw', the references' choice)
 
     def __post_init__(self):
-        self.config(1)  # an objective or loss field that does not exist fails here, before any training
+        try:
+            self.config(1)  # an objective or loss field that does not exist fails here, before any training
+        except (ValueError, TypeError) as err:
+            raise type(err)(f"distill.loss: {err}") from None
         if self.rounds < 1:
             raise ValueError(f"distill.rounds must be >= 1, got {self.rounds}")
         for name in ("teacher_weights", "init_from"):
@@ -102,9 +111,16 @@ class SampleSpec:
 
     def __post_init__(self):
         SAMPLERS.get(self.sampler)
-        if self.num_samples < 1 or self.batch_size < 1:
-            raise ValueError(f"sample.num_samples and batch_size must be >= 1, got {self.num_samples}, "
-                             f"{self.batch_size}")
+        for name in ("num_samples", "batch_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"sample.{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("teacher_steps", "student_steps"):
+            if any(n < 1 for n in getattr(self, name)):
+                raise ValueError(f"sample.{name} must be step counts >= 1, got {getattr(self, name)}")
+        for pair in self.hybrid:
+            if len(pair) != 2 or not 1 <= pair[1] <= pair[0]:
+                raise ValueError(f"sample.hybrid holds (num_steps, teacher_steps) pairs with 1 <= teacher_steps <= "
+                                 f"num_steps, got {pair}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -151,8 +167,18 @@ def _train(section: dict, what: str, extra: tuple[str, ...]) -> TrainSpec:
     if unknown:
         raise ValueError(f"{what} has no field(s) {unknown}; its fields: {sorted(fields | set(extra))}")
     options = {"optim": {}, **{k: v for k, v in section.items() if k in fields}}
-    options["optim"] = dataclass_from_options(OptimConfig, dict(options["optim"]), f"{what}.optim")
-    return dataclass_from_options(TrainSpec, options, what)
+    options["optim"] = _named(f"{what}.optim: ", dataclass_from_options, OptimConfig, dict(options["optim"]),
+                              f"{what}.optim")
+    return _named(f"{what}.", dataclass_from_options, TrainSpec, options, what)  # its messages start with a field
+
+
+def _named(prefix: str, fn, *args):
+    """fn(*args), a ValueError's message prefixed with whose field it is (unless it already says)."""
+    try:
+        return fn(*args)
+    except ValueError as err:
+        message = str(err)
+        raise ValueError(message if message.startswith(prefix.rstrip(":. ")) else prefix + message) from None
 
 
 def _tuples(sample: dict) -> dict:

@@ -116,3 +116,30 @@ class Checkpointer:
 
     def __exit__(self, *exc):
         self.close()
+
+
+def path_shapes(tree: Any) -> dict[str, tuple]:
+    """{'a/b/c': shape} of a pytree of arrays or shape structs (dict keys and sequence indices alike as text, so a
+    restored tree, its Orbax metadata and `jax.eval_shape` output compare equal)."""
+    def name(entry) -> str:
+        return str(getattr(entry, "key", getattr(entry, "idx", getattr(entry, "name", entry))))
+
+    leaves = jax.tree_util.tree_flatten_with_path(tree)[0]
+    return {"/".join(name(e) for e in path): tuple(leaf.shape) for path, leaf in leaves}
+
+
+def latest_shapes(directory: str | os.PathLike, item: str = "params") -> tuple[int, dict[str, tuple]] | None:
+    """(step, `path_shapes`) of the `item` subtree ('params', 'ema_params', ...) of the newest step under
+    `directory`, read from Orbax's metadata without restoring any array; None if there is no step."""
+    from etils import epath
+
+    root = Path(directory)
+    steps = sorted(int(p.name) for p in root.glob("*") if p.name.isdigit() and (p / "state").is_dir()) \
+        if root.is_dir() else []
+    if not steps:
+        return None
+    metadata = ocp.StandardCheckpointHandler().metadata(epath.Path(root / str(steps[-1]) / "state"))
+    tree = getattr(metadata, "tree", metadata)
+    if item not in tree:
+        raise ValueError(f"checkpoint {root / str(steps[-1])} holds no {item!r} (keys {sorted(tree)})")
+    return steps[-1], path_shapes(tree[item])

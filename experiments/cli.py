@@ -1,0 +1,45 @@
+"""The command-line boundary shared by the runner, the benchmark and the report (`di4c-run`, `di4c-bench`,
+`di4c-report`): an error raised on bad input ends the program with one line on stderr and exit status 2, not a
+traceback; `--debug` on the command line shows the traceback instead.
+"""
+from __future__ import annotations
+
+import sys
+from typing import Callable, Sequence
+
+from absl import app, flags
+
+EXIT_BAD_INPUT = 2
+# What the project raises on bad input (configs, flags, files, arrays). RuntimeError covers stage-order mistakes
+# such as distilling from a teacher that stopped early; anything else is a bug and keeps its traceback.
+USER_ERRORS = (ValueError, TypeError, OSError, KeyError, RuntimeError, flags.Error, app.UsageError)
+DEBUG_SPELLINGS = ("--debug", "-debug", "--debug=true", "--debug=True", "--debug=1")
+
+
+def debug_requested(argv: Sequence[str]) -> bool:
+    """Whether argv asks for tracebacks (read before the flags parse, so a parse error honours it too)."""
+    return any(arg in DEBUG_SPELLINGS for arg in argv[1:])
+
+
+def one_line(err: BaseException) -> str:
+    """The error's message on one line; a KeyError's repr quotes drop, an empty message shows the type."""
+    text = str(err.args[0]) if isinstance(err, KeyError) and err.args else str(err)
+    text = " ".join(part.strip() for part in text.splitlines() if part.strip())
+    if not text:
+        return type(err).__name__
+    if isinstance(err, (TypeError, RuntimeError, KeyError)):  # may be a bug rather than bad input
+        return f"{text} ({type(err).__name__}; rerun with --debug for the traceback)"
+    return text
+
+
+def guarded(fn: Callable[[], int | None], argv: Sequence[str]) -> int:
+    """Run `fn()`; its return value (None counts as 0) is the exit status, a USER_ERRORS exception prints
+    `error: <one line>` to stderr and gives EXIT_BAD_INPUT (re-raised when argv has --debug)."""
+    try:
+        status = fn()
+    except USER_ERRORS as err:
+        if debug_requested(argv):
+            raise
+        print(f"error: {one_line(err)}", file=sys.stderr, flush=True)
+        return EXIT_BAD_INPUT
+    return int(status or 0)
