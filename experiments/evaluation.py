@@ -10,6 +10,11 @@ digits  FID / KID / Inception-style score in the feature space of a digit classi
         reported), classifier confidence, and class consistency for class-conditional samples.
 text    generative perplexity under an autoregressive evaluator LM trained here on the corpus, unigram entropy,
         self-BLEU.
+a user's data (npy, tfds, text_folder: no known law; `GenericScorer`): against the held-out rows, the held-out
+        NELBO per token of the network behind each row (teacher, students; a mixture student through its lambda-
+        marginal), the exact TV to the held-out rows' empirical law with its Monte-Carlo noise floor where
+        K^D <= evaluate.max_exact_states, else the per-position marginal KL and the pairwise mutual-information
+        error (reference: the same for as many training rows), and the unigram entropy.
 """
 from __future__ import annotations
 
@@ -19,9 +24,12 @@ import jax
 import numpy as np
 
 from di4c_jax import eval as ev, parallel
+from di4c_jax.data import SubsetSource
+from di4c_jax.eval import generic
+from di4c_jax.eval.nelbo import bound_name, heldout_nelbo
 from di4c_jax.registry import Registry
-from experiments.setup import Setup
-from experiments.stages import sample_labels
+from experiments.setup import USER_DATA_KINDS, Setup
+from experiments.stages import sample_labels, trained_networks
 
 
 def source_array(source) -> tuple[np.ndarray, np.ndarray | None]:
@@ -127,11 +135,71 @@ class TextScorer:
                 "self_bleu": ev.self_bleu(tokens[:self.bleu_n])}
 
 
+def sample_rows(source, max_rows: int, seed: int = 0) -> np.ndarray:
+    """int32[min(len, max_rows), D]: all rows of a source, or a seeded random subset of max_rows of them."""
+    if len(source) <= max_rows:
+        return source_array(source)[0]
+    keep = np.sort(np.random.default_rng(seed).choice(len(source), max_rows, replace=False))
+    return source_array(SubsetSource(source, keep))[0]
+
+
+class GenericScorer:
+    """A user's data (no known law): samples against the held-out rows, networks by their held-out NELBO."""
+
+    def __init__(self, setup: Setup):
+        self.setup, cfg = setup, setup.exp.evaluate
+        self.k = setup.info.vocab_size
+        self.held, self.held_labels = source_array(setup.eval_source)
+        self.train_rows = sample_rows(setup.train_source, cfg.reference_rows)
+        self.exact = generic.num_joint_states(setup.num_dims, self.k) <= cfg.max_exact_states
+        self.pairs = None if self.exact else generic.position_pairs(setup.num_dims, cfg.mi_pairs)
+        self.bound_key = f"heldout_{bound_name(setup.process, setup.exp.teacher.loss)}_per_token"
+        self._bounds: dict[str, float] | None = None
+
+    def reference(self) -> dict:
+        ref = {"heldout_rows": int(len(self.held)), "joint_states": f"{self.k}^{self.setup.num_dims}",
+               "heldout_unigram_entropy": ev.mean_unigram_entropy(self.held)}
+        if not self.exact:  # what as many real (training) rows score: the level a perfect model reaches
+            ref["marginal_kl_of_train_rows"] = generic.marginal_kl(self.held, self.train_rows, self.k)
+            ref["pairwise_mi_error_of_train_rows"] = generic.mutual_information_error(
+                self.held, self.train_rows, self.k, self.pairs)
+        return ref
+
+    def __call__(self, tokens, labels=None) -> dict:
+        tokens = np.asarray(tokens)
+        if self.exact:
+            out = {"tv": generic.two_sample_tv(tokens, self.held, self.k),
+                   "tv_noise_floor": generic.two_sample_tv_floor(self.train_rows, len(tokens), len(self.held),
+                                                                 self.k)}
+        else:
+            out = {"marginal_kl": generic.marginal_kl(self.held, tokens, self.k),
+                   "pairwise_mi_error": generic.mutual_information_error(self.held, tokens, self.k, self.pairs)}
+        return {**out, "unigram_entropy": ev.mean_unigram_entropy(tokens)}
+
+    def model_metrics(self, model: str) -> dict:
+        """{heldout_<nelbo|x0_ce>_per_token: value} of the network behind a sample row (None for a hybrid)."""
+        if self._bounds is None:
+            self._bounds = self._heldout_bounds()
+        return {self.bound_key: self._bounds.get(model)}
+
+    def _heldout_bounds(self) -> dict[str, float]:
+        cfg, setup = self.setup.exp.evaluate, self.setup
+        rows = slice(0, cfg.nelbo_rows)
+        cond = self.held_labels[rows] if setup.conditional and self.held_labels is not None else None
+        return {name: heldout_nelbo(jax.random.key(cfg.nelbo_seed), denoiser=net.denoiser, params=net.params,
+                                    process=setup.process, x0=self.held[rows], cond=cond,
+                                    config=setup.exp.teacher.loss, repeats=cfg.nelbo_repeats,
+                                    num_lambda=cfg.nelbo_lambdas)
+                for name, net in trained_networks(setup).items()}
+
+
 SCORERS: Registry[type] = Registry("evaluator (by data kind)")
 SCORERS.register("exact", ExactScorer)
 SCORERS.register("hmm", HMMScorer)
 SCORERS.register("digits", DigitsScorer)
 SCORERS.register("pystdlib_text", TextScorer)
+for _kind in USER_DATA_KINDS:
+    SCORERS.register(_kind, GenericScorer)
 
 
 def make_scorer(setup: Setup):
@@ -151,7 +219,8 @@ def evaluate(setup: Setup) -> dict:
     for meta_path in sorted((setup.workdir / "samples").glob("*.json")):
         meta = json.loads(meta_path.read_text())
         tokens = np.load(meta_path.with_suffix(".npy"))
-        rows.append({**meta, **scorer(tokens, sample_labels(setup, len(tokens)))})
+        per_model = scorer.model_metrics(meta["model"]) if hasattr(scorer, "model_metrics") else {}
+        rows.append({**meta, **scorer(tokens, sample_labels(setup, len(tokens))), **per_model})
     rows.sort(key=lambda r: (model_rank(r["model"]), r["num_steps"]))
     results = {"experiment": setup.exp.name or setup.workdir.name, "reference": scorer.reference(),
                "rows": rows}
@@ -175,18 +244,21 @@ def markdown_table(results: dict) -> str:
     rows = results["rows"]
     metrics = [k for k in rows[0] if k not in SKIP_COLUMNS] if rows else []
     lines = [f"### {results['experiment']}", "",
-             "reference: " + ", ".join(f"{k} = {_fmt(v)}" for k, v in results["reference"].items()), "",
+             "reference: " + ", ".join(f"{k} = {format_value(v)}" for k, v in results["reference"].items()), "",
              "| model | steps (NFE) | " + " | ".join(metrics) + " | sampling s |",
              "|---|---|" + "---|" * (len(metrics) + 1)]
     for r in rows:
         name = r["model"] if r["model"] != "hybrid" else f"hybrid ({r['nfe'] - r['teacher_nfe']} student + " \
                                                           f"{r['teacher_nfe']} teacher)"
-        lines.append(f"| {name} | {r['nfe']} | " + " | ".join(_fmt(r[m]) for m in metrics)
+        lines.append(f"| {name} | {r['nfe']} | " + " | ".join(format_value(r[m]) for m in metrics)
                      + f" | {r['seconds']:.1f} |")
     return "\n".join(lines) + "\n"
 
 
-def _fmt(v) -> str:
+def format_value(v) -> str:
+    """A table cell: floats to 4 significant digits, None as '-'."""
+    if v is None:
+        return "-"
     if isinstance(v, float):
         return f"{v:.4g}"
     return str(v)

@@ -22,7 +22,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from experiments.evaluation import markdown_table, model_rank  # noqa: E402
+from experiments.evaluation import format_value, markdown_table, model_rank  # noqa: E402
 from experiments.stages import student_name  # noqa: E402
 
 MAIN_METRIC = ("tv", "fid", "window_tv", "gen_ppl")
@@ -126,7 +126,7 @@ def compare_table(all_results: list[tuple[dict, str, Path]], metrics: list[str] 
         lines.append("")
     references = {k: v for results, _, _ in all_results for k, v in results.get("reference", {}).items()}
     if references:
-        lines += ["reference: " + ", ".join(f"{k} = {v:.4g}" for k, v in references.items()), ""]
+        lines += ["reference: " + ", ".join(f"{k} = {format_value(v)}" for k, v in references.items()), ""]
     lines += ["commands:"] + [f"- `{c}`" for c in dict.fromkeys(c for _, c in order if c)]
     return "\n".join(lines) + "\n"
 

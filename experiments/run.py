@@ -2,6 +2,11 @@
 
     python -m experiments.run --config experiments/configs/quickstart.py --workdir runs/quickstart \
         [--config.distill.steps=2000 ...] [--stage all|train_teacher|distill|sample|evaluate]
+    di4c-run --data=tokens.npy --workdir runs/mine        # your own data (the quickstart config by default)
+
+`--data` replaces the config's data: PATH.npy (int tokens [num, D]), tfds:NAME[:split] or a folder of text files
+(`--tokenizer char|byte`); a seeded held-out split (data.holdout, default 10%) is scored by the generic evaluator
+(experiments/data_arg.py, experiments/evaluation.py).
 
 The config is resolved once into a typed `experiments.spec.Experiment` (an unknown key is an error); then the stages
 run in order: train_teacher -> distill (rounds 1..distill.rounds) -> sample -> evaluate, each handing the next its
@@ -57,6 +62,11 @@ def define_flags(flag_values: flags.FlagValues = FLAGS, argv: Sequence[str] | No
                         flag_values=flag_values)
     flags.DEFINE_integer("num_processes", None, "multi-process run: number of processes", flag_values=flag_values)
     flags.DEFINE_integer("process_id", None, "multi-process run: this process's index", flag_values=flag_values)
+    flags.DEFINE_string("data", None, "your own data in place of the config's: PATH.npy (int tokens [num, D]), "
+                        "tfds:NAME[:split], or a folder of text files (see experiments/data_arg.py)",
+                        flag_values=flag_values)
+    flags.DEFINE_enum("tokenizer", None, ["char", "byte"], "--data FOLDER: 'char' (a vocabulary of the folder's "
+                      "characters; the default) or 'byte'", flag_values=flag_values)
     flags.DEFINE_bool("debug", False, "on an error, show its traceback instead of one line", flag_values=flag_values)
     flags.mark_flags_as_required(["workdir"], flag_values=flag_values)
 
@@ -94,6 +104,8 @@ def run(config, workdir: str | Path, stage: str = "all", command: Sequence[str] 
             f.write("python -m experiments.run " + shlex.join(args) + "\n")
     _log(f"{exp.name or workdir.name}: {setup.info.name} data, D={setup.num_dims}, "
          f"{type(setup.process).__name__} process with K={setup.process.num_states} states")
+    if setup.data_note:
+        _log(setup.data_note)
     wanted = lambda name: stage in (name, "all")  # noqa: E731
     if wanted("train_teacher"):
         _log("stage train_teacher" + (f" (shared: {exp.teacher_workdir})" if exp.teacher_workdir else ""))
@@ -125,8 +137,27 @@ def _run_flags(flag_values: flags.FlagValues, argv: Sequence[str]) -> int:
         raise app.UsageError(str(err)) from None
     if joined.process_count > 1:
         _log(f"{joined.process_count} processes ({joined.mode}), {jax.device_count()} devices")
-    run(flag_values.config, flag_values.workdir, flag_values.stage, command=argv[1:])
+    config = flag_values.config
+    if flag_values.data is not None:
+        use_data_flag(config, flag_values)
+    elif flag_values.tokenizer is not None:
+        raise app.UsageError(f"--tokenizer={flag_values.tokenizer} applies to --data=FOLDER, and there is no --data")
+    run(config, flag_values.workdir, flag_values.stage, command=argv[1:])
     return 0
+
+
+def use_data_flag(config, flag_values: flags.FlagValues) -> None:
+    """config.data becomes the section `--data` stands for, plus the `--config.data.*` options of the command line;
+    the experiment's name says whose data and which config ('tokens.npy (quickstart config)')."""
+    from experiments import data_arg
+
+    overrides = config_flags.get_override_values(flag_values["config"])
+    section = data_arg.data_section(flag_values.data, flag_values.tokenizer)
+    section.update({key[len("data."):]: value for key, value in overrides.items() if key.startswith("data.")})
+    config.data = section
+    if "name" not in overrides:
+        stem = Path(config_flags.get_config_filename(flag_values["config"]).split(":", 1)[0]).stem
+        config.name = f"{data_arg.label(section)} ({stem} config)"
 
 
 def _config_file_exists(argv: Sequence[str]) -> None:

@@ -6,7 +6,11 @@ Data kinds (config.data.kind), each a registered builder with its own options da
   hmm     a random hidden Markov model language (exact likelihood); training set = `num_train` sequences.
   digits  scikit-learn digits (8x8, 17 levels, 10 classes) through the project's TFDS/array_record builder.
   pystdlib_text  the Python standard library's source files as characters.
-  npy     path: a user's int tokens [num, D] (vocab inferred or vocab_size).
+A user's own data (`--data` on the command line; the generic evaluator scores it against the held-out rows, which
+a seeded split takes out of the data: `holdout` a fraction or a row count, `split_seed`):
+  npy          path: int tokens [num, D] (vocab inferred as max + 1, or vocab_size).
+  tfds         name (digits | mnist | cifar10 | lm1b), split, data_dir, download, seq_len (lm1b).
+  text_folder  path: a folder of text files (pattern '*.txt'), tokenizer 'char' | 'byte', seq_len.
 """
 from __future__ import annotations
 
@@ -34,6 +38,7 @@ class Setup:
     eval_source: Any  # held-out split (or None)
     law: Any = None  # exact law (data.kind == 'exact')
     hmm: Any = None  # (log_init, log_trans, log_emit) (data.kind == 'hmm')
+    data_note: str = ""  # how the held-out rows were chosen (a user's data), printed by the runner
 
     @property
     def num_dims(self) -> int:
@@ -51,6 +56,7 @@ class DataBundle:
     info: Any
     law: Any = None
     hmm: Any = None
+    note: str = ""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -62,10 +68,16 @@ class DataKind:
 DATA_KINDS: Registry[DataKind] = Registry("data kind")
 
 
-def _array_sources(tokens: np.ndarray, vocab: int, num_eval: int) -> DataBundle:
-    train, _ = data_lib.load_dataset(tokens[num_eval:], vocab_size=vocab, name="train")
-    held, info = data_lib.load_dataset(tokens[:num_eval], vocab_size=vocab, name="eval")
+def _array_sources(tokens: np.ndarray, vocab: int, num_eval: int, name: str) -> DataBundle:
+    train, info = data_lib.load_dataset(tokens[num_eval:], vocab_size=vocab, name=name)
+    held, _ = data_lib.load_dataset(tokens[:num_eval], vocab_size=vocab, name=f"{name} (held out)")
     return DataBundle(train, held, info)
+
+
+def _held_out(source, info, cfg) -> DataBundle:
+    """A user's source split by `data_lib.split_source` (cfg.holdout, cfg.split_seed)."""
+    split = data_lib.split_source(source, cfg.holdout, cfg.split_seed)
+    return DataBundle(split.train, split.held_out, info, note=split.describe())
 
 
 @dataclasses.dataclass(frozen=True)
@@ -98,7 +110,7 @@ def _build_exact(cfg: ExactData, workdir: Path) -> DataBundle:
     law_key, sample_key = jax.random.split(jax.random.key(cfg.seed))
     law = make_law(cfg, law_key)
     tokens = np.asarray(law.sample(sample_key, cfg.num_train + cfg.num_eval))
-    return dataclasses.replace(_array_sources(tokens, cfg.num_states, cfg.num_eval), law=law)
+    return dataclasses.replace(_array_sources(tokens, cfg.num_states, cfg.num_eval, "exact"), law=law)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -118,7 +130,7 @@ def _build_hmm(cfg: HMMData, workdir: Path) -> DataBundle:
     hmm = eval_lib.random_hmm(law_key, cfg.num_hidden, cfg.vocab_size, trans_sharpness=cfg.trans_sharpness,
                               emit_sharpness=cfg.emit_sharpness)
     tokens, _ = eval_lib.sample_hmm(sample_key, cfg.num_train + cfg.num_eval, cfg.seq_len, *hmm)
-    return dataclasses.replace(_array_sources(np.asarray(tokens), cfg.vocab_size, cfg.num_eval), hmm=hmm)
+    return dataclasses.replace(_array_sources(np.asarray(tokens), cfg.vocab_size, cfg.num_eval, "hmm"), hmm=hmm)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -151,11 +163,56 @@ def _build_pystdlib(cfg: TextData, workdir: Path) -> DataBundle:
 class NpyData:
     path: str
     vocab_size: int | None = None
+    holdout: float = 0.1  # a fraction of the rows, or a row count (>= 1)
+    split_seed: int = 0
 
 
 def _build_npy(cfg: NpyData, workdir: Path) -> DataBundle:
-    train, info = data_lib.load_dataset(cfg.path, vocab_size=cfg.vocab_size)
-    return DataBundle(train, None, info)
+    source, info = data_lib.npy_dataset(cfg.path, vocab_size=cfg.vocab_size)
+    return _held_out(source, dataclasses.replace(info, name=Path(cfg.path).name), cfg)
+
+
+@dataclasses.dataclass(frozen=True)
+class TfdsData:
+    name: str
+    split: str = "train"
+    data_dir: str | None = None  # default: <workdir>/data for digits (prepared there), tfds' own otherwise
+    download: bool = False
+    seq_len: int = 128  # lm1b
+    holdout: float = 0.1
+    split_seed: int = 0
+
+
+def _build_tfds(cfg: TfdsData, workdir: Path) -> DataBundle:
+    if cfg.name == "digits":
+        kwargs = dict(data_dir=cfg.data_dir or workdir / "data")
+    elif cfg.name in ("mnist", "cifar10"):
+        kwargs = dict(data_dir=cfg.data_dir, download=cfg.download)
+    elif cfg.name == "lm1b":
+        kwargs = dict(data_dir=cfg.data_dir, download=cfg.download, seq_len=cfg.seq_len)
+    else:
+        raise ValueError(f"--data tfds:{cfg.name}: no loader for this dataset; tfds datasets: digits, mnist, "
+                         f"cifar10, lm1b")
+    source, info = data_lib.load_dataset(cfg.name, cfg.split, **kwargs)
+    return _held_out(source, info, cfg)
+
+
+@dataclasses.dataclass(frozen=True)
+class TextFolderData:
+    path: str
+    tokenizer: str = "char"
+    seq_len: int = 64
+    pattern: str = "*.txt"
+    holdout: float = 0.1
+    split_seed: int = 0
+
+
+def _build_text_folder(cfg: TextFolderData, workdir: Path) -> DataBundle:
+    tokens, tok, num_files = data_lib.folder_tokens(cfg.path, tokenizer=cfg.tokenizer, seq_len=cfg.seq_len,
+                                                    pattern=cfg.pattern)
+    info = data_lib.DataInfo(name=f"{Path(cfg.path).name}/ ({num_files} files, {cfg.tokenizer} tokens)",
+                             vocab_size=tok.vocab_size, shape=(cfg.seq_len,), decode=tok.decode)
+    return _held_out(data_lib.ArraySource(tokens), info, cfg)
 
 
 DATA_KINDS.register("exact", DataKind(ExactData, _build_exact))
@@ -163,6 +220,9 @@ DATA_KINDS.register("hmm", DataKind(HMMData, _build_hmm))
 DATA_KINDS.register("digits", DataKind(DigitsData, _build_digits))
 DATA_KINDS.register("pystdlib_text", DataKind(TextData, _build_pystdlib))
 DATA_KINDS.register("npy", DataKind(NpyData, _build_npy))
+DATA_KINDS.register("tfds", DataKind(TfdsData, _build_tfds))
+DATA_KINDS.register("text_folder", DataKind(TextFolderData, _build_text_folder))
+USER_DATA_KINDS = ("npy", "tfds", "text_folder")  # no known law: scored by the generic evaluator
 
 
 def build_data(exp: Experiment, workdir: Path) -> DataBundle:
@@ -176,7 +236,8 @@ def build_setup(exp: Experiment, workdir) -> Setup:
     bundle = build_data(exp, workdir)
     options = dict(exp.process)
     process = build_process(options.pop("kind"), bundle.info.vocab_size, **options)
-    return Setup(exp, workdir, process, bundle.info, bundle.train, bundle.held_out, law=bundle.law, hmm=bundle.hmm)
+    return Setup(exp, workdir, process, bundle.info, bundle.train, bundle.held_out, law=bundle.law, hmm=bundle.hmm,
+                 data_note=bundle.note)
 
 
 def setup_from_workdir(workdir) -> Setup:

@@ -133,6 +133,19 @@ class EvalSpec:
     lm_layers: int = 2
     lm_steps: int = 1000
     self_bleu_samples: int = 100
+    max_exact_states: int = 1_000_000  # a user's data: exact TV up to this many joint states K^D
+    mi_pairs: int = 256  # position pairs of the mutual-information error (larger spaces)
+    reference_rows: int = 10_000  # training rows for the noise floor and the real-data reference values
+    nelbo_rows: int = 1024  # held-out rows of the held-out NELBO
+    nelbo_repeats: int = 4  # Monte-Carlo draws of (t, x_t) per row
+    nelbo_lambdas: int = 16  # lambda midpoints of a mixture student's marginal
+    nelbo_seed: int = 0
+
+    def __post_init__(self):
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if f.name not in ("classifier_seed", "nelbo_seed") and value < 1:
+                raise ValueError(f"evaluate.{f.name} must be >= 1, got {value}")
 
 
 @dataclasses.dataclass(frozen=True)

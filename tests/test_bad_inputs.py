@@ -6,21 +6,14 @@ import re
 from pathlib import Path
 
 import pytest
+from _tiny_cli import TINY, TINY_DATA
 
 from experiments import run as runner
 
-TINY = ["--config.progress=False", "--config.data.num_train=300", "--config.data.num_eval=30",
-        "--config.model.overrides.hidden=16", "--config.model.overrides.embed_dim=4",
-        "--config.model.overrides.num_layers=1", "--config.teacher.steps=4", "--config.teacher.batch_size=8",
-        "--config.teacher.checkpoint_every=2", "--config.teacher.log_every=2", "--config.distill.steps=2",
-        "--config.distill.batch_size=8", "--config.distill.checkpoint_every=2", "--config.distill.log_every=1",
-        "--config.distill.loss.num_lambda=4", "--config.sample.teacher_steps=(2,)",
-        "--config.sample.student_steps=(2,)", "--config.sample.hybrid=()", "--config.sample.num_samples=40",
-        "--config.sample.batch_size=40"]
-
 
 def cli(workdir, *args) -> int:
-    return runner.main(["di4c-run", f"--workdir={workdir}", *TINY, *args])
+    """The runner on the tiny quickstart (its exact data), in-process; returns the exit status."""
+    return runner.main(["di4c-run", f"--workdir={workdir}", *TINY, *TINY_DATA, *args])
 
 
 def snapshot(path: Path) -> dict:

@@ -2,8 +2,10 @@
 from di4c_jax.data.digits import DigitsBuilder, digits_dataset, prepare_digits
 from di4c_jax.data.factory import DATASET_NAMES, load_dataset
 from di4c_jax.data.pipeline import HostRows, make_dataset, make_iterator
-from di4c_jax.data.sources import ArraySource, DataInfo, TransformedSource, array_dataset, npy_dataset
-from di4c_jax.data.text import pystdlib_dataset, pystdlib_tokens
+from di4c_jax.data.sources import (ArraySource, DataInfo, TransformedSource, array_dataset, load_token_file,
+                                   npy_dataset)
+from di4c_jax.data.split import HeldOutSplit, SubsetSource, holdout_indices, split_source
+from di4c_jax.data.text import folder_tokens, pystdlib_dataset, pystdlib_tokens
 from di4c_jax.data.tfds_sources import lm1b_dataset, tfds_image_dataset
 from di4c_jax.data.tokenizers import ByteTokenizer, CharTokenizer
 from di4c_jax.data.validate import check_integer_tokens, validate_tokens
@@ -15,19 +17,25 @@ __all__ = [
     "DATASET_NAMES",
     "DataInfo",
     "DigitsBuilder",
+    "HeldOutSplit",
     "HostRows",
+    "SubsetSource",
     "TransformedSource",
     "array_dataset",
     "check_integer_tokens",
     "digits_dataset",
+    "folder_tokens",
+    "holdout_indices",
     "lm1b_dataset",
     "load_dataset",
+    "load_token_file",
     "make_dataset",
     "make_iterator",
     "npy_dataset",
     "prepare_digits",
     "pystdlib_dataset",
     "pystdlib_tokens",
+    "split_source",
     "tfds_image_dataset",
     "validate_tokens",
 ]

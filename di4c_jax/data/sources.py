@@ -12,6 +12,8 @@ import numpy as np
 
 from di4c_jax.data.validate import check_integer_tokens, validate_tokens
 
+MAX_INFERRED_VOCAB = 1 << 20  # an inferred vocabulary above this is almost surely un-indexed ids (hashes, offsets)
+
 
 @dataclasses.dataclass(frozen=True)
 class DataInfo:
@@ -95,10 +97,17 @@ def array_dataset(
     """
     x0 = check_integer_tokens(x0, ndim=2, what=f"{name} tokens")
     if x0.size == 0:
-        raise ValueError(f"{name} tokens are empty: shape {x0.shape}")
+        raise ValueError(f"{name} tokens are empty: shape {x0.shape}; expected int tokens [num >= 1, D >= 1]")
     if vocab_size is None:
-        validate_tokens(x0, int(np.iinfo(np.int32).max), what=f"{name} tokens")  # only negative ids can fail here
+        if x0.min() < 0:
+            index = tuple(int(i) for i in np.unravel_index(int(np.argmin(x0)), x0.shape))
+            raise ValueError(f"{name} tokens: negative id {int(x0[index])} at index {index}; token ids must lie in "
+                             f"[0, vocab_size)")
         vocab_size = int(x0.max()) + 1
+        if vocab_size > MAX_INFERRED_VOCAB:
+            raise ValueError(f"{name} tokens: the largest id is {vocab_size - 1}, a vocabulary of {vocab_size} "
+                             f"states (more than {MAX_INFERRED_VOCAB}); re-index the ids to 0..V-1 or give "
+                             f"vocab_size")
     else:
         validate_tokens(x0, vocab_size, what=f"{name} tokens (given vocab_size={vocab_size})")
     if labels is not None and num_classes is None:
@@ -109,7 +118,34 @@ def array_dataset(
     return ArraySource(x0, labels), info
 
 
+NPY_MAGIC = b"\x93NUMPY"
+EXPECTED_FILE = "expected int tokens [num, D] written by np.save(path, tokens)"
+
+
+def load_token_file(path: str | os.PathLike) -> np.ndarray:
+    """The array of a `.npy` file, never unpickling; every unreadable file is a FileNotFoundError or ValueError
+    naming the path and what is wrong (missing, empty, not .npy, pickled objects, truncated)."""
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{path}: no such file; {EXPECTED_FILE}")
+    with open(path, "rb") as f:
+        head = f.read(len(NPY_MAGIC))
+    if not head:
+        raise ValueError(f"{path} is empty (0 bytes); {EXPECTED_FILE}")
+    if head != NPY_MAGIC:
+        raise ValueError(f"{path} is not a .npy file (it starts with {head!r}, not {NPY_MAGIC!r}); {EXPECTED_FILE}")
+    try:
+        return np.load(path, allow_pickle=False)
+    except ValueError as err:
+        if "pickle" in str(err).lower():
+            raise ValueError(f"{path} holds pickled Python objects (dtype object), which are not loaded; "
+                             f"{EXPECTED_FILE}") from None
+        raise ValueError(f"{path} is truncated or corrupt ({err}); {EXPECTED_FILE}") from None
+    except (EOFError, OSError) as err:
+        raise ValueError(f"{path} is truncated or corrupt ({err}); {EXPECTED_FILE}") from None
+
+
 def npy_dataset(path: str | os.PathLike, *, vocab_size: int | None = None) -> tuple[ArraySource, DataInfo]:
-    """Loads int tokens [num, D] from a `.npy` file (no pickles); see `array_dataset` for the checks."""
-    x0 = np.load(path, allow_pickle=False)
-    return array_dataset(x0, vocab_size=vocab_size, name=os.fspath(path))
+    """Loads int tokens [num, D] from a `.npy` file (`load_token_file`: no pickles); see `array_dataset` for the
+    checks."""
+    return array_dataset(load_token_file(path), vocab_size=vocab_size, name=os.fspath(path))

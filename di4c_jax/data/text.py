@@ -85,3 +85,34 @@ def pystdlib_dataset(split: str = "train", **kwargs) -> tuple[ArraySource, DataI
         raise ValueError(f"pystdlib_text split {split!r} is shorter than one sequence; lower seq_len")
     info = DataInfo(name="pystdlib_text", vocab_size=tok.vocab_size, shape=(tokens.shape[1],), decode=tok.decode)
     return ArraySource(tokens), info
+
+
+def folder_tokens(
+    path: str | os.PathLike, *, tokenizer: str = "char", seq_len: int = 64, pattern: str = "*.txt"
+) -> tuple[np.ndarray, ByteTokenizer | CharTokenizer, int]:
+    """A user's folder of text files as (tokens int32[num, seq_len], tokenizer, number of files).
+
+    Files: every regular file below `path` matching `pattern` (recursive, sorted by relative path), concatenated and
+    cut into non-overlapping chunks of `seq_len` tokens (the tail is dropped). tokenizer: 'char' (files decoded as
+    UTF-8 with replacement; vocabulary = the folder's distinct characters, sorted) or 'byte' (vocab 256).
+    """
+    root = pathlib.Path(path)
+    if not root.is_dir():
+        raise NotADirectoryError(f"text folder {root}: no such directory")
+    if tokenizer not in ("byte", "char"):
+        raise ValueError(f"tokenizer must be 'char' or 'byte', got {tokenizer!r}")
+    files = sorted((p for p in root.rglob(pattern) if p.is_file()), key=lambda p: p.relative_to(root).as_posix())
+    if not files:
+        raise ValueError(f"text folder {root} holds no file matching {pattern!r} (set data.pattern, e.g. '*.md')")
+    data = b"".join(p.read_bytes() for p in files)
+    if tokenizer == "byte":
+        tok, ids = ByteTokenizer(), ByteTokenizer().encode(data)
+    else:
+        text = data.decode("utf-8", errors="replace")
+        tok = CharTokenizer.fit(text)
+        ids = tok.encode(text)
+    tokens = chunk_tokens(ids, seq_len)
+    if len(tokens) < 2:
+        raise ValueError(f"text folder {root}: {len(ids)} tokens in {len(files)} file(s) make {len(tokens)} "
+                         f"sequence(s) of seq_len={seq_len}; need at least 2 (lower data.seq_len or add text)")
+    return tokens, tok, len(files)

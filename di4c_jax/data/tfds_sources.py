@@ -18,6 +18,18 @@ IMAGE_NUM_CLASSES = 10
 LM1B_DEFAULT_SEQ_LEN = 128
 
 
+def data_source(name: str, split: str, data_dir, download: bool):
+    """`tfds.data_source(...)`, a dataset that is not prepared being a FileNotFoundError that says so."""
+    try:
+        return tfds.data_source(name, split=split, data_dir=data_dir, download=download)
+    except (KeyError, AssertionError, FileNotFoundError, tfds.core.registered.DatasetNotFoundError) as err:
+        where = data_dir or "tfds' default data_dir (~/tensorflow_datasets)"
+        message = str(err.args[0]) if isinstance(err, KeyError) and err.args else str(err)
+        raise FileNotFoundError(f"tfds dataset {name!r} split {split!r} is not prepared in {where} ({message}); "
+                                f"prepare it with `tfds build {name} --file_format=array_record` or allow "
+                                f"download=True (--config.data.download=True)") from None
+
+
 def image_example(record: dict, *, shape: tuple[int, int, int]) -> dict[str, np.ndarray]:
     """tfds image record (uint8[H, W, C]) -> {'x0': int32[C*H*W] in C, H, W order, 'label': int32}."""
     image = np.asarray(record["image"])
@@ -41,7 +53,7 @@ def tfds_image_dataset(
     """mnist or cifar10: x0 int32[C*H*W] with 256 levels, 10 classes."""
     if name not in IMAGE_SHAPES:
         raise ValueError(f"unknown tfds image dataset {name!r}; known: {sorted(IMAGE_SHAPES)}")
-    records = tfds.data_source(name, split=split, data_dir=data_dir, download=download)
+    records = data_source(name, split, data_dir, download)
     shape = IMAGE_SHAPES[name]
     info = DataInfo(name=name, vocab_size=IMAGE_LEVELS, shape=shape, num_classes=IMAGE_NUM_CLASSES)
     return TransformedSource(records, functools.partial(image_example, shape=shape)), info
@@ -55,7 +67,7 @@ def lm1b_dataset(
     download: bool = False,
 ) -> tuple[TransformedSource, DataInfo]:
     """lm1b sentences as byte tokens int32[seq_len] (vocab 256, NUL-padded; `info.decode` drops the padding)."""
-    records = tfds.data_source("lm1b", split=split, data_dir=data_dir, download=download)
+    records = data_source("lm1b", split, data_dir, download)
     tokenizer = ByteTokenizer()
     info = DataInfo(name="lm1b", vocab_size=tokenizer.vocab_size, shape=(seq_len,), decode=tokenizer.decode)
     return TransformedSource(records, functools.partial(byte_text_example, seq_len=seq_len)), info

@@ -10,10 +10,22 @@ def check_integer_tokens(x: np.ndarray, *, ndim: int, what: str = "tokens") -> n
     """
     x = np.asarray(x)
     if not np.issubdtype(x.dtype, np.integer):
-        raise ValueError(f"{what} must have an integer dtype, got {x.dtype}")
+        raise ValueError(f"{what} must have an integer dtype (token ids), got {x.dtype}{_float_detail(x)}")
     if x.ndim != ndim:
         raise ValueError(f"{what} must have {ndim} dimensions, got shape {x.shape}")
     return x
+
+
+def _float_detail(x: np.ndarray) -> str:
+    """Why a non-integer array is not tokens: NaN/Inf values, or whole numbers that only need a cast."""
+    if not np.issubdtype(x.dtype, np.floating) or x.size == 0:
+        return ""
+    finite = np.isfinite(x)
+    if not finite.all():
+        return f" holding {int((~finite).sum())} NaN/Inf value(s)"
+    if np.all(x == np.round(x)):
+        return " (whole numbers: cast with .astype(np.int32) if they are ids)"
+    return ""
 
 
 def validate_tokens(x: np.ndarray, num_states: int, *, what: str = "tokens") -> None:

@@ -1,11 +1,15 @@
 """Evaluation metrics: exact small-space laws (TV/KL), learned-feature image metrics (FID/KID/IS, classifier
 confidence), text diversity (entropy, self-BLEU), evaluator-LM generative perplexity and exact HMM likelihoods,
-and per-noise-level student-vs-teacher diagnostics."""
+per-noise-level student-vs-teacher diagnostics, and the generic evaluator of data with no known law (two-sample
+TV and its noise floor, marginal KL, pairwise mutual-information error, held-out NELBO)."""
 from di4c_jax.eval.classifier import (ClassifierConfig, accuracy, classify, confidence, init_classifier,
                                       load_classifier, save_classifier, train_classifier)
 from di4c_jax.eval.diagnostics import DIAGNOSTICS, diagnose_point, one_step_denoise
 from di4c_jax.eval.exact import (all_states, empirical_law, kl_divergence, mc_noise_floor, state_index,
                                  tv_distance)
+from di4c_jax.eval.generic import (marginal_kl, mutual_information_error, position_pairs, two_sample_tv,
+                                   two_sample_tv_floor)
+from di4c_jax.eval.nelbo import heldout_nelbo, marginal_denoiser
 from di4c_jax.eval.fid import feature_stats, fid, frechet_distance, inception_score, kid
 from di4c_jax.eval.hmm import (hmm_entropy_rate, hmm_log_likelihood, hmm_prefix_log_likelihood, hmm_window_law,
                                random_hmm, sample_hmm, window_tokens)
@@ -19,6 +23,8 @@ __all__ = [
     "save_classifier", "train_classifier",
     "DIAGNOSTICS", "diagnose_point", "one_step_denoise",
     "all_states", "empirical_law", "kl_divergence", "mc_noise_floor", "state_index", "tv_distance",
+    "marginal_kl", "mutual_information_error", "position_pairs", "two_sample_tv", "two_sample_tv_floor",
+    "heldout_nelbo", "marginal_denoiser",
     "feature_stats", "fid", "frechet_distance", "inception_score", "kid",
     "hmm_entropy_rate", "hmm_log_likelihood", "hmm_prefix_log_likelihood", "hmm_window_law", "random_hmm",
     "sample_hmm", "window_tokens",
