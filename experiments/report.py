@@ -25,7 +25,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 from experiments.evaluation import format_value, markdown_table, model_rank  # noqa: E402
 from experiments.stages import student_name  # noqa: E402
 
-MAIN_METRIC = ("tv", "fid", "window_tv", "gen_ppl")
+MAIN_METRIC = ("tv", "fid", "window_tv", "gen_ppl", "marginal_kl")
 STYLE = {"teacher": ("k", "o"), "student": ("tab:blue", "s"), "hybrid": ("tab:red", "D")}
 LATER_ROUND_STYLE = ("tab:green", "^")  # student<r>, r >= 2
 
@@ -35,6 +35,8 @@ def slug(text: str) -> str:
 
 
 def plot(results: dict, path: Path) -> str | None:
+    """The main metric (the first of MAIN_METRIC the rows have) against NFE, one line per model, with the noise
+    level where the results have one, saved as PNG at `path`; returns the metric (None, and no file, if none)."""
     rows = results["rows"]
     metric = next((m for m in MAIN_METRIC if rows and m in rows[0]), None)
     if metric is None:
@@ -45,12 +47,15 @@ def plot(results: dict, path: Path) -> str | None:
         if pts:
             color, marker = STYLE.get(model, LATER_ROUND_STYLE)
             ax.plot(*zip(*pts), marker=marker, color=color, label=model, linestyle="-" if model != "hybrid" else "")
+    reference = results.get("reference", {})
     floor = rows[0].get("tv_noise_floor") if metric == "tv" else next(
-        (v for k, v in results.get("reference", {}).items() if k.endswith("tv_of_true_samples")), None)
+        (v for k, v in reference.items() if k.endswith("tv_of_true_samples")), None)
     if floor is not None and metric.endswith("tv"):
         ax.axhline(floor, color="gray", linestyle=":", label="noise level (true samples)")
+    if reference.get(f"{metric}_of_train_rows") is not None:  # a user's data: what real rows score
+        ax.axhline(reference[f"{metric}_of_train_rows"], color="gray", linestyle=":", label="training rows")
     ax.set_xscale("log", base=2)
-    if metric in ("tv", "kl", "window_tv"):
+    if metric in ("tv", "kl", "window_tv", "marginal_kl"):
         ax.set_yscale("log")
     ax.set_xlabel("NFE (network evaluations)")
     ax.set_ylabel(metric)

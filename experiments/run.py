@@ -13,7 +13,8 @@ run in order: train_teacher -> distill (rounds 1..distill.rounds) -> sample -> e
 result (trained networks, sample files). Every stage resumes: rerunning the same command continues from the last
 checkpoint, skips finished stages and sample files that exist; `--stage` runs one stage on what the earlier ones
 left. The resolved config is saved as <workdir>/config.json and every command line is appended to
-<workdir>/command.txt (its first line created the run; the report quotes that one).
+<workdir>/command.txt (its first line created the run; the report quotes that one). The evaluate stage prints the
+results table and writes results.json, results.md and results.png (the main metric, e.g. TV, against NFE).
 
 Bad input (a config value, a flag, a file, a teacher_workdir without a teacher, a checkpoint of another network)
 ends the run before it writes anything into the workdir, with one line `error: ...` on stderr and exit status 2;
@@ -120,6 +121,11 @@ def run(config, workdir: str | Path, stage: str = "all", command: Sequence[str] 
         results = evaluation.evaluate(setup)
         if parallel.is_writer():
             print(evaluation.markdown_table(results), flush=True)
+            from experiments.report import plot
+
+            metric = plot(results, workdir / "results.png")
+            if metric:
+                print(f"plot ({metric} against NFE): {workdir / 'results.png'}", flush=True)
         return results
     return None
 

@@ -41,6 +41,7 @@ def test_runner_writes_results_for_every_model_and_step_count(workdir):
         tokens = np.load(workdir / "samples" / f"{r['model']}_{r['num_steps']}steps.npy")
         assert tokens.shape == (4_000, 6) and tokens.dtype == np.int32 and tokens.max() < 3
     assert (workdir / "config.json").exists() and (workdir / "results.md").exists()
+    assert (workdir / "results.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"  # the TV-vs-NFE plot
     assert (workdir / "teacher" / "metrics.jsonl").read_text().strip()
 
 

@@ -73,6 +73,8 @@ def test_runner_on_a_npy_file_of_tokens(tmp_path, capsys):
     print(out)  # the table, for the README (pytest -s)
     assert status == 0
     assert "held out 30 of 300 rows (10.0%, seed 0)" in out and "| teacher | 2 |" in out and "| student | 2 |" in out
+    assert f"plot (tv against NFE): {workdir / 'results.png'}" in out
+    assert (workdir / "results.png").read_bytes()[:4] == b"\x89PNG"
     results = json.loads((workdir / "results.json").read_text())
     assert results["experiment"] == "tokens.npy (quickstart config)"
     assert results["reference"]["heldout_rows"] == 30 and results["reference"]["joint_states"] == "3^6"
