@@ -1,6 +1,7 @@
 """Jitted sampling benchmark: quality vs NFE vs wall time for a trained teacher and student.
 
     python -m experiments.bench --workdir runs/quickstart [--steps 1,2,4,8,16,32,64] [--batch 8192] [--repeats 3]
+    di4c-bench --workdir runs/quickstart ...      (the console script)
 
 Per (model, steps): compile time (lower + compile, reported apart), then `repeats` timed calls with
 jax.block_until_ready; wall time per call and per NFE, samples/s and tokens/s; the batch is split over all local
@@ -12,6 +13,7 @@ Writes <workdir>/bench.json and bench.md; device kind and mesh are recorded.
 from __future__ import annotations
 
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -22,6 +24,7 @@ from jax.sharding import PartitionSpec as P
 
 from di4c_jax import parallel, sampling
 from experiments import evaluation, stages
+from experiments.cli import absl_help, guarded
 from experiments.setup import setup_from_workdir
 
 FLAGS = flags.FLAGS
@@ -34,6 +37,7 @@ def define_flags() -> None:
     flags.DEFINE_integer("batch", 8192, "global batch per call (split over local devices)")
     flags.DEFINE_integer("repeats", 3, "timed calls per point")
     flags.DEFINE_list("models", ["teacher", "student"], "networks to benchmark")
+    flags.DEFINE_bool("debug", False, "on an error, show its traceback instead of one line")
     flags.mark_flags_as_required(["workdir"])
 
 
@@ -74,6 +78,9 @@ def run(workdir: Path, steps: list[int], batch: int, repeats: int, models: list[
     if batch % mesh.size:
         raise ValueError(f"--batch {batch} must be divisible by the {mesh.size} local devices")
     nets = stages.trained_networks(setup)
+    unknown = [name for name in models if name not in nets]
+    if unknown:
+        raise ValueError(f"--models {unknown}: not trained in {workdir}; trained: {sorted(nets)}")
     scorer = evaluation.make_scorer(setup)
     rows = []
     for name in models:
@@ -116,13 +123,29 @@ def markdown(meta: dict, rows: list[dict]) -> str:
 
 
 def main(argv):
-    del argv
-    logging.set_verbosity(logging.WARNING)
-    workdir = Path(FLAGS.workdir)
-    rows = run(workdir, [int(s) for s in FLAGS.steps], FLAGS.batch, FLAGS.repeats, FLAGS.models)
-    print(markdown(json.loads((workdir / "bench.json").read_text())["meta"], rows))
+    """The absl main: bad input (a workdir without a finished run, unknown models, ...) is one line `error: ...`
+    and exit status 2 (experiments.cli; --debug shows the traceback)."""
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+
+    def bench() -> None:
+        logging.set_verbosity(logging.WARNING)
+        workdir = Path(FLAGS.workdir)
+        steps = [int(s) for s in FLAGS.steps]
+        rows = run(workdir, steps, FLAGS.batch, FLAGS.repeats, FLAGS.models)
+        print(markdown(json.loads((workdir / "bench.json").read_text())["meta"], rows))
+
+    return guarded(bench, sys.argv)
+
+
+def cli() -> None:
+    """The `di4c-bench` console script."""
+    if "workdir" not in FLAGS:
+        define_flags()
+    if absl_help(sys.argv, __doc__, FLAGS, sys.modules[__name__]):
+        sys.exit(0)
+    app.run(main)
 
 
 if __name__ == "__main__":
-    define_flags()
-    app.run(main)
+    cli()

@@ -14,6 +14,16 @@ EXIT_BAD_INPUT = 2
 # such as distilling from a teacher that stopped early; anything else is a bug and keeps its traceback.
 USER_ERRORS = (ValueError, TypeError, OSError, KeyError, RuntimeError, flags.Error, app.UsageError)
 DEBUG_SPELLINGS = ("--debug", "-debug", "--debug=true", "--debug=True", "--debug=1")
+HELP_SPELLINGS = ("-h", "--help", "-help", "--helpfull", "--helpshort")
+
+
+def absl_help(argv: Sequence[str], doc: str, flag_values: flags.FlagValues, module) -> bool:
+    """If argv asks for help: print the module's docstring and its flags, return True (absl's own --help shows
+    the docstring of `__main__`, which for a console script is the generated wrapper, and exits 1)."""
+    if not any(arg in HELP_SPELLINGS for arg in argv[1:]):
+        return False
+    print(doc.rstrip() + "\n\nflags:\n" + flag_values.module_help(module))
+    return True
 
 
 def debug_requested(argv: Sequence[str]) -> bool:

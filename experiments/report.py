@@ -15,6 +15,7 @@ import argparse
 import json
 import re
 import shutil
+import sys
 from pathlib import Path
 
 import matplotlib
@@ -22,6 +23,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from experiments.cli import guarded  # noqa: E402
 from experiments.evaluation import format_value, markdown_table, model_rank  # noqa: E402
 from experiments.stages import student_name  # noqa: E402
 
@@ -154,9 +156,13 @@ def main(argv=None):
     parser.add_argument("--name", default="compare", help="file stem of the --compare table (<out>/<name>.md)")
     parser.add_argument("--metrics", default="", help="--compare: comma-separated metrics, one table each "
                                                        "(default: the main metric)")
+    parser.add_argument("--debug", action="store_true", help="on an error, show its traceback instead of one line")
     args = parser.parse_args(argv)
-    args.out.mkdir(parents=True, exist_ok=True)
     loaded = [x for x in map(_load, args.workdirs) if x is not None]
+    if not loaded:
+        raise FileNotFoundError(f"none of {[str(w) for w in args.workdirs]} holds a results.json: expected the "
+                                f"workdirs of finished experiments")
+    args.out.mkdir(parents=True, exist_ok=True)
     if args.compare:
         table = compare_table(loaded, [m for m in args.metrics.split(",") if m] or None)
         (args.out / f"{args.name}.md").write_text(table)
@@ -177,5 +183,10 @@ def main(argv=None):
     print("\n".join(sections))
 
 
+def cli() -> None:
+    """The `di4c-report` console script: bad input is one line `error: ...` and exit status 2."""
+    sys.exit(guarded(main, sys.argv))
+
+
 if __name__ == "__main__":
-    main()
+    cli()

@@ -38,12 +38,11 @@ from typing import Sequence
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from experiments.cli import guarded
+from experiments.cli import absl_help, guarded
 
 STAGES = ("train_teacher", "distill", "sample", "evaluate", "all")
 FLAGS = flags.FLAGS
 DEFAULT_CONFIG = str(Path(__file__).parent / "configs" / "quickstart.py")
-HELP = ("-h", "--help", "-help", "--helpfull", "--helpshort")
 
 
 def define_flags(flag_values: flags.FlagValues = FLAGS, argv: Sequence[str] | None = None) -> None:
@@ -188,8 +187,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     def parse_and_run() -> int:
         _config_file_exists(argv)
         define_flags(flag_values, argv)  # loads the config file: its errors are bad input too
-        if any(arg in HELP for arg in argv[1:]):
-            print(__doc__ + "\nflags:\n" + flag_values.module_help(sys.modules[__name__]))
+        if absl_help(argv, __doc__, flag_values, sys.modules[__name__]):
             return 0
         rest = flag_values(argv)
         if len(rest) > 1:

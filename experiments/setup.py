@@ -247,4 +247,7 @@ def setup_from_workdir(workdir) -> Setup:
     from experiments.spec import resolve
 
     workdir = Path(workdir)
+    if not (workdir / "config.json").is_file():
+        raise FileNotFoundError(f"{workdir} holds no config.json: expected the workdir of an experiment run "
+                                f"(python -m experiments.run / di4c-run)")
     return build_setup(resolve(json.loads((workdir / "config.json").read_text())), workdir)
