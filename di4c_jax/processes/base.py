@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 # Log-probability of an impossible class. Finite on purpose: 0 * (NEG_INF - NEG_INF) = 0 in every KL, where
 # -inf would give NaN (the sdtt reference uses the same -1e6: sony/di4c:sdtt/src/sdtt/core/distill/multi_round_sdtt.py).
@@ -26,11 +27,18 @@ def as_batch_times(t, batch: int) -> jax.Array:
 
 
 def check_tokens(x: jax.Array, num_states: int, name: str = "x") -> None:
-    """Shape/dtype check usable at trace time (token values are checked by the data pipeline)."""
+    """Shape/dtype check usable at trace time; for a host (numpy) array the ids too, in [0, num_states) (device
+    arrays are not pulled back to check: their ids are the data pipeline's to check)."""
     if x.ndim != 2:
         raise ValueError(f"{name} must be int[B, D], got shape {x.shape}")
     if not jnp.issubdtype(x.dtype, jnp.integer):
         raise TypeError(f"{name} must hold integer token ids, got dtype {x.dtype}")
+    if isinstance(x, np.ndarray) and x.size:
+        bad = (x < 0) | (x >= num_states)
+        if bad.any():
+            index = tuple(int(i) for i in np.unravel_index(int(np.argmax(bad)), x.shape))
+            raise ValueError(f"{name} holds ids outside [0, {num_states}): id {int(x[index])} at index {index} "
+                             f"({int(bad.sum())} in total)")
 
 
 class ProductKernelSampling:

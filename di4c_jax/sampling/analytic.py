@@ -17,7 +17,7 @@ import numpy as np
 from di4c_jax.denoiser import Denoiser
 from di4c_jax.processes.base import as_batch_times
 from di4c_jax.processes.protocol import Process
-from di4c_jax.sampling.sampler import SAMPLERS, Sampler
+from di4c_jax.sampling.sampler import SAMPLERS, Sampler, check_networks
 
 FINAL_MODES = ("sample", "argmax")
 
@@ -111,4 +111,5 @@ def make_analytic_sampler(*, process: Process, denoiser: Denoiser, shape: tuple[
                                teacher_params=teacher_params, teacher_last_steps=teacher_last_steps)
 
     _check_config(process, num_steps, teacher_last_steps, teacher, final, time_grid)  # fail before tracing
+    check_networks(process, shape, denoiser, teacher)
     return Sampler(jax.jit(run), nfe=num_steps, teacher_nfe=teacher_last_steps)

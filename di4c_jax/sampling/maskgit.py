@@ -18,7 +18,7 @@ import numpy as np
 from di4c_jax.denoiser import Denoiser
 from di4c_jax.processes.confidence import confidence_step
 from di4c_jax.processes.protocol import Process, require
-from di4c_jax.sampling.sampler import SAMPLERS, Sampler, reject_teacher_hybrid
+from di4c_jax.sampling.sampler import SAMPLERS, Sampler, check_networks, reject_teacher_hybrid
 
 DEFAULT_R_TEMP = 4.5  # reference `r_temp` (randomize="linear", hard-coded in sample_and_eval.py)
 
@@ -128,6 +128,7 @@ def make_maskgit_sampler(*, process: Process, denoiser: Denoiser, shape: tuple[i
     del teacher
     reject_teacher_hybrid("maskgit", teacher_last_steps)
     require(process, "absorbing", "the MaskGIT sampler")
+    check_networks(process, shape, denoiser, uncond)
     if schedule is None:
         maskgit_schedule(num_steps, shape[1])  # fail before tracing on impossible step counts
 

@@ -7,6 +7,7 @@ A registered sampler factory has the signature
 from __future__ import annotations
 
 import dataclasses
+import numbers
 from typing import Callable
 
 import jax
@@ -38,3 +39,17 @@ def reject_teacher_hybrid(name: str, teacher_last_steps: int) -> None:
     """Samplers without teacher hybrids reject teacher_last_steps > 0."""
     if teacher_last_steps:
         raise ValueError(f"the {name} sampler has no teacher hybrid; got teacher_last_steps={teacher_last_steps}")
+
+
+def check_networks(process, shape, *denoisers) -> None:
+    """A sampler's static inputs agree before anything is traced: `shape` is (batch, num_dims) with both >= 1,
+    and every denoiser (None skipped) has the process's K states and, if fixed, D positions."""
+    if len(tuple(shape)) != 2 or not all(isinstance(n, numbers.Integral) and n >= 1 for n in shape):
+        raise ValueError(f"shape must be (batch, num_dims) with both >= 1, got {tuple(shape)}")
+    for denoiser in (d for d in denoisers if d is not None):
+        if denoiser.num_states != process.num_states:
+            raise ValueError(f"the denoiser has K={denoiser.num_states} states, the process "
+                             f"{type(process).__name__} K={process.num_states} (built for another vocabulary)")
+        if denoiser.num_positions is not None and denoiser.num_positions != shape[1]:
+            raise ValueError(f"shape {tuple(shape)} asks for {shape[1]} positions, the denoiser was built for "
+                             f"num_positions={denoiser.num_positions}")

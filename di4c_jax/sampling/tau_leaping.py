@@ -16,7 +16,7 @@ from di4c_jax.denoiser import Denoiser
 from di4c_jax.processes.base import as_batch_times
 from di4c_jax.processes.protocol import Process, require
 from di4c_jax.processes.rates import reverse_rates
-from di4c_jax.sampling.sampler import SAMPLERS, Sampler, reject_teacher_hybrid
+from di4c_jax.sampling.sampler import SAMPLERS, Sampler, check_networks, reject_teacher_hybrid
 
 
 def tau_leaping_grid(num_steps: int, t_min: float) -> jax.Array:
@@ -80,6 +80,7 @@ def make_tau_leaping_sampler(*, process: Process, denoiser: Denoiser, shape: tup
     del teacher
     reject_teacher_hybrid("tau_leaping", teacher_last_steps)
     require(process, "has_generator", "tau-leaping")
+    check_networks(process, shape, denoiser)
     if num_steps < 1:
         raise ValueError(f"num_steps must be >= 1, got {num_steps}")
 
