@@ -227,8 +227,14 @@ USER_DATA_KINDS = ("npy", "tfds", "text_folder")  # no known law: scored by the 
 
 def build_data(exp: Experiment, workdir: Path) -> DataBundle:
     options = dict(exp.data)
-    kind = DATA_KINDS.get(options.pop("kind"))
-    return kind.build(dataclass_from_options(kind.options, options, f"data kind {exp.data['kind']!r}"), workdir)
+    name = options.pop("kind")
+    kind = DATA_KINDS.get(name)
+    try:
+        cfg = dataclass_from_options(kind.options, options, f"data kind {name!r}")
+    except ValueError as err:  # e.g. --config.data.kind=npy on a config whose data section is another kind's
+        hint = "; --data=PATH replaces the config's whole data section" if name in USER_DATA_KINDS else ""
+        raise ValueError(f"{err}{hint}") from None
+    return kind.build(cfg, workdir)
 
 
 def build_setup(exp: Experiment, workdir) -> Setup:

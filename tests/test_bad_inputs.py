@@ -193,8 +193,10 @@ def test_bad_data_file_is_named(name, tmp_path, capsys):
     (["--data={tmp}/ok.npy", "--tokenizer=char"], r"--tokenizer=char applies to a folder of text files"),
     (["--data={tmp}"], r"holds no file matching '\*\.txt'"),
     (["--data=tfds:imagenet2012"], r"tfds:imagenet2012: no loader for this dataset"),
+    (["--config.data.kind=npy", "--config.data.path={tmp}/ok.npy"],
+     r"data kind 'npy' has no field\(s\) \['coupling'.*; --data=PATH replaces the config's whole data section"),
 ], ids=["missing", "not_npy_suffix", "id_above_vocab", "mistyped_data_option", "bad_holdout", "tokenizer_on_npy",
-        "folder_without_text", "unknown_tfds"])
+        "folder_without_text", "unknown_tfds", "kind_override_instead_of_data"])
 def test_bad_data_argument_is_named(args, pattern, tmp_path, capsys):
     _save(tmp_path / "ok.npy", np.array([[0, 1, 2], [1, 1, 0]] * 10))
     (tmp_path / "notes.csv").write_text("a,b\n")
