@@ -135,11 +135,11 @@ def test_lambda_token_gate_one_is_extra_token_attention():
     out_x, out_z = block(x, c, cos, sin, z)
 
     shift, scale, gate, shift2, scale2, gate2 = jnp.split(block.adaln(c)[:, None, :], 6, axis=-1)
-    q, k, v = block._qkv(jnp.concatenate([x, z], axis=1), shift, scale)
-    q = jnp.concatenate([apply_rotary(q[:, :d], cos, sin), q[:, d:]], axis=1)
-    k = jnp.concatenate([apply_rotary(k[:, :d], cos, sin), k[:, d:]], axis=1)
-    w = jax.nn.softmax(jnp.einsum("bqhd,bkhd->bhqk", q, k) / np.sqrt(hidden // heads), axis=-1)
-    att = jnp.einsum("bhqk,bkhd->bqhd", w, v).reshape(2, d + 1, hidden)
+    q, k, v = block._qkv(jnp.concatenate([x, z], axis=1), shift, scale)  # [B, heads, D + 1, hd]
+    q = jnp.concatenate([apply_rotary(q[:, :, :d], cos, sin), q[:, :, d:]], axis=2)
+    k = jnp.concatenate([apply_rotary(k[:, :, :d], cos, sin), k[:, :, d:]], axis=2)
+    w = jax.nn.softmax(jnp.einsum("bhqd,bhkd->bhqk", q, k) / np.sqrt(hidden // heads), axis=-1)
+    att = jnp.einsum("bhqk,bhkd->bqhd", w, v).reshape(2, d + 1, hidden)
     full = jnp.concatenate([x, z], axis=1) + gate * block.attn_out(att)
     full = block._mlp(full, shift2, scale2, gate2, None)
     np.testing.assert_allclose(out_x, full[:, :d], rtol=1e-5, atol=1e-5)
@@ -150,12 +150,12 @@ def test_attention_equals_softmax_reference_with_gradients():
     """attention() (normalised after the value product) equals softmax(q k^T) v and logsumexp, values and
     gradients, including scores large enough that an unshifted exp would overflow."""
     kq, kk, kv, kw = jax.random.split(jax.random.key(7), 4)
-    q, k, v = (40.0 * jax.random.normal(key, (2, 5, 3, 4)) for key in (kq, kk, kv))
-    w_out, w_lse = jax.random.normal(kw, (2, 5, 3, 4)), jnp.linspace(-1.0, 1.0, 2 * 3 * 5).reshape(2, 3, 5)
+    q, k, v = (40.0 * jax.random.normal(key, (2, 3, 5, 4)) for key in (kq, kk, kv))  # [B, heads, L, hd]
+    w_out, w_lse = jax.random.normal(kw, (2, 3, 5, 4)), jnp.linspace(-1.0, 1.0, 2 * 3 * 5).reshape(2, 3, 5)
 
     def reference(q, k, v):
-        s = jnp.einsum("bqhd,bkhd->bhqk", q, k) * 0.5
-        return jnp.einsum("bhqk,bkhd->bqhd", jax.nn.softmax(s, axis=-1), v), jax.nn.logsumexp(s, axis=-1)
+        s = jnp.einsum("bhqd,bhkd->bhqk", q, k) * 0.5
+        return jnp.einsum("bhqk,bhkd->bhqd", jax.nn.softmax(s, axis=-1), v), jax.nn.logsumexp(s, axis=-1)
 
     def objective(fn, q, k, v):
         out, lse = fn(q, k, v)
