@@ -11,6 +11,7 @@ from jax.sharding import PartitionSpec as P
 from _train_toy import data_iterator, init_params, loss_fn, make_data
 from di4c_jax.parallel import abstract_with_shardings, batch_sharding, fsdp_shardings, make_mesh
 from di4c_jax.train import Checkpointer, OptimConfig, create_train_state, make_optimizer, make_train_step
+from di4c_jax.train.checkpoint import latest_shapes, path_shapes
 
 TX = make_optimizer(OptimConfig(learning_rate=1e-2))
 
@@ -119,3 +120,16 @@ def test_no_restorable_checkpoint_raises_instead_of_restarting(tmp_path):
 def test_empty_directory_restores_nothing(tmp_path):
     with Checkpointer(tmp_path) as ckpt:
         assert ckpt.restore_latest({"w": jax.ShapeDtypeStruct((3,), jnp.float32)}) is None
+
+
+def test_latest_shapes_reads_a_relative_directory(tmp_path, monkeypatch):
+    """The runner's pre-flight check reads a checkpoint's shapes from its metadata; a relative teacher_workdir on
+    the command line must work (Orbax itself refuses relative paths)."""
+    state, _ = _state(make_mesh(8, 1))
+    with Checkpointer(tmp_path / "ckpt", save_every=1) as ckpt:
+        assert ckpt.save(5, state)
+        ckpt.wait()
+    monkeypatch.chdir(tmp_path)
+    step, shapes = latest_shapes("ckpt")
+    assert step == 5 and shapes == path_shapes(state["params"])
+    assert latest_shapes("no_such_dir") is None

@@ -133,7 +133,7 @@ def latest_shapes(directory: str | os.PathLike, item: str = "params") -> tuple[i
     `directory`, read from Orbax's metadata without restoring any array; None if there is no step."""
     from etils import epath
 
-    root = Path(directory)
+    root = Path(directory).absolute()  # Orbax refuses relative checkpoint paths
     steps = sorted(int(p.name) for p in root.glob("*") if p.name.isdigit() and (p / "state").is_dir()) \
         if root.is_dir() else []
     if not steps:
