@@ -61,8 +61,10 @@ def test_entropy_rate_of_iid_hmm_is_emission_entropy():
 
 
 def test_bad_tokens_are_named(hmm):
-    with pytest.raises(ValueError, match="range"):
-        hmm_log_likelihood(np.array([[0, V]]), *hmm)
+    with pytest.raises(ValueError, match=rf"ids outside \[0, {V}\): id {V} at index \(0, 1\)"):
+        hmm_log_likelihood(np.array([[0, V]]), *hmm)  # host array: check_tokens
+    with pytest.raises(ValueError, match=rf"must lie in \[0, {V}\), got range \[0, {V}\]"):
+        hmm_log_likelihood(jnp.array([[0, V]]), *hmm)  # device array: the likelihood's own check
 
 
 @pytest.mark.parametrize("window", [1, 2, 4])
