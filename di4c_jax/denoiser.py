@@ -6,6 +6,7 @@ hashable value that closes over nothing mutable and can be a static argument of 
 from __future__ import annotations
 
 import dataclasses
+import json
 from typing import Any, Callable
 
 import jax
@@ -34,6 +35,8 @@ class Denoiser:
         p(x0 | x_t) = E_{lam ~ U[0, 1]} prod_d p_d(x0_d | x_t, lam)); False for a product denoiser (lam=None).
       num_classes: class labels 0..num_classes-1 for conditioning (0: unconditional); the label `num_classes` is
         the null class of classifier-free guidance.
+      config_json: the model config the network was built from, as JSON (set by `models.make_denoiser`; None for a
+        hand-written function). It is what `interop.save_checkpoint` writes beside the weights.
     """
 
     apply: Apply
@@ -41,6 +44,12 @@ class Denoiser:
     num_positions: int | None = None
     mixture: bool = False
     num_classes: int = 0
+    config_json: str | None = None
+
+    @property
+    def model_config(self) -> dict | None:
+        """The model config as a dict (kind and constructor arguments), or None."""
+        return None if self.config_json is None else json.loads(self.config_json)
 
     @property
     def null_class(self) -> int:

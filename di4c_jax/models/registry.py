@@ -7,6 +7,7 @@ Nothing else is state: dropout draws its mask from the `rngs` key given per call
 """
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -167,7 +168,17 @@ def make_denoiser(model_config) -> Denoiser:
     graphdef, abstract, _ = split_params(model)
     return Denoiser(make_apply(graphdef, abstract), num_states=model.num_states,
                     num_positions=model.num_positions, mixture=bool(model.mixture),
-                    num_classes=int(model.num_classes))
+                    num_classes=int(model.num_classes), config_json=config_json(model_config))
+
+
+def config_json(config) -> str:
+    """A model config (name, dict or ConfigDict) as canonical JSON: kind and every constructor argument."""
+    if isinstance(config, str):
+        config = model_config(config)
+    cfg = dict(config.to_dict() if isinstance(config, ml_collections.ConfigDict) else config)
+    if "name" in cfg:
+        cfg = model_config(cfg.pop("name"), **cfg).to_dict()
+    return json.dumps(cfg, sort_keys=True, default=list)
 
 
 def build_denoiser(model_config, key: jax.Array) -> tuple[Denoiser, Params]:
