@@ -12,6 +12,7 @@ import jax
 
 from di4c_jax.models import registry
 from di4c_jax.train.checkpoint import latest_shapes, path_shapes
+from experiments.released import released_dir
 from experiments.spec import Experiment
 
 
@@ -30,10 +31,10 @@ def shared_teacher(exp: Experiment) -> None:
     if not path.is_dir():
         raise FileNotFoundError(f"config.teacher_workdir={exp.teacher_workdir!r}: no such directory; expected the "
                                 f"workdir of a run that trained its teacher")
-    if latest_shapes(path / "teacher" / "checkpoints") is None:
+    if released_dir(path / "teacher") is None and latest_shapes(path / "teacher" / "checkpoints") is None:
         raise FileNotFoundError(f"config.teacher_workdir={exp.teacher_workdir!r} holds no teacher checkpoint (no "
                                 f"{path / 'teacher' / 'checkpoints'}/<step>); expected the workdir of a run that "
-                                f"trained its teacher")
+                                f"trained its teacher, or one written by experiments.convert")
 
 
 def mesh_fits(exp: Experiment, num_devices: int | None = None) -> None:
@@ -57,6 +58,7 @@ def checkpoints_fit(setup) -> None:
     training instead of failing inside Orbax."""
     from experiments.stages import model_config, student_name, teacher_dir
 
+    model_config(setup, student=False)  # a released teacher (experiments.convert) checks that the data fits it
     stage_dirs = [("teacher", teacher_dir(setup), False)]
     stage_dirs += [(student_name(r), setup.workdir / student_name(r), True)
                    for r in range(1, setup.exp.distill.rounds + 1)]

@@ -109,7 +109,7 @@ def run(config, workdir: str | Path, stage: str = "all", command: Sequence[str] 
     wanted = lambda name: stage in (name, "all")  # noqa: E731
     if wanted("train_teacher"):
         _log("stage train_teacher" + (f" (shared: {exp.teacher_workdir})" if exp.teacher_workdir else ""))
-        stages.train_teacher(setup)
+        stages.train_teacher(setup, log=_log)
     if wanted("distill"):
         stages.distill(setup, log=_log)
     if wanted("sample"):

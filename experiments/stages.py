@@ -16,6 +16,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 
 from di4c_jax import Denoiser, parallel
@@ -23,7 +24,7 @@ from di4c_jax.losses.teacher import teacher_loss
 from di4c_jax.models import registry
 from di4c_jax.sampling import SAMPLERS
 from di4c_jax.train import Round, distill_rounds, teacher_loss_fn
-from experiments import training
+from experiments import released, training
 from experiments.setup import Setup
 
 
@@ -44,8 +45,17 @@ def student_name(round_index: int) -> str:
 
 
 def model_config(setup: Setup, student: bool):
-    """The teacher's (student=False) or student's model ConfigDict; the student adds the lambda input."""
+    """The teacher's (student=False) or student's model ConfigDict; the student adds the lambda input.
+
+    With a released teacher (`experiments.convert`) the network is the file's, whatever `model.size` says."""
     spec = setup.exp.model
+    found = released.released_dir(teacher_dir(setup))
+    if found is not None:
+        cfg = released.teacher_config(found)
+        released.check_fits(cfg, num_states=setup.process.num_states, num_dims=setup.num_dims, where=found)
+        if student:
+            cfg = released.student_config(cfg, lam_style=spec.lam_style, lam_zero_init=spec.lam_zero_init)
+        return ml_collections.ConfigDict(cfg)
     overrides = dict(spec.overrides, remat=spec.remat,
                      compute_dtype=None if spec.compute_dtype == "float32" else spec.compute_dtype)
     kind = registry.model_config(spec.size).kind
@@ -77,7 +87,11 @@ def _null_class(setup: Setup) -> int | None:
     return setup.info.num_classes if setup.conditional else None
 
 
-def train_teacher(setup: Setup) -> None:
+def train_teacher(setup: Setup, log=print) -> None:
+    found = released.released_dir(teacher_dir(setup))
+    if found is not None:
+        log(f"teacher: released checkpoint {found} (nothing to train)")
+        return
     spec = setup.exp.teacher
     denoiser, init = network(model_config(setup, student=False))
     loss_fn = teacher_loss_fn(teacher_loss, denoiser=denoiser, process=setup.process, config=spec.loss)
@@ -88,9 +102,18 @@ def train_teacher(setup: Setup) -> None:
 def load_teacher(setup: Setup, weights: str | None = None) -> Trained:
     """The trained teacher; weights 'ema' or 'raw' (default: distill.teacher_weights)."""
     denoiser, init = network(model_config(setup, student=False))
-    state = training.load_stage(teacher_dir(setup), setup.exp, setup.exp.teacher.train, init)
+    state = teacher_state(setup, init)
     weights = weights or setup.exp.distill.teacher_weights
     return Trained("teacher", denoiser, state["ema_params" if weights == "ema" else "params"])
+
+
+def teacher_state(setup: Setup, init) -> dict:
+    """The teacher's train state; a released teacher has one set of weights, as both 'params' and 'ema_params'."""
+    found = released.released_dir(teacher_dir(setup))
+    if found is None:
+        return training.load_stage(teacher_dir(setup), setup.exp, setup.exp.teacher.train, init)
+    _, params = released.load_released(found)
+    return {"params": params, "ema_params": params}
 
 
 def load_student(setup: Setup, round_index: int = 1, weights: str = "ema") -> Trained:
@@ -107,7 +130,7 @@ def distill(setup: Setup, log=print) -> None:
     previous network's weights named by distill.init_from; its new lambda parameters are zero-initialised."""
     spec = setup.exp.distill
     teacher, teacher_init = network(model_config(setup, student=False))
-    teacher_state = training.load_stage(teacher_dir(setup), setup.exp, setup.exp.teacher.train, teacher_init)
+    state = teacher_state(setup, teacher_init)
     student, student_init = network(model_config(setup, student=True))
 
     def train_round(rnd: Round) -> dict:
@@ -118,7 +141,7 @@ def distill(setup: Setup, log=print) -> None:
                                   num_states=setup.info.vocab_size, seed_offset=rnd.index)
 
     distill_rounds(train_round, objective=spec.objective, options=spec.loss, num_rounds=spec.rounds,
-                   process=setup.process, teacher=teacher, teacher_state=teacher_state, student=student,
+                   process=setup.process, teacher=teacher, teacher_state=state, student=student,
                    student_init=student_init, teacher_weights=spec.teacher_weights, init_from=spec.init_from)
 
 

@@ -26,10 +26,8 @@ def save_folder(model_config: dict, params, folder) -> Path:
     return folder
 
 
-def load_folder(path, *, ema=None, weights_only=True, **hparams):
-    no_extra_hparams(hparams, "di4c")
-    if ema:
-        raise CheckpointError(f"{path}: a di4c-jax export holds one set of weights; ema=True does not apply")
+def load_model_config(path) -> dict:
+    """The model config of a folder written by `save_folder`."""
     folder = Path(path)
     if not folder.is_dir():
         raise CheckpointError(f"{folder}: expected a folder with {WEIGHTS} and {CONFIG}")
@@ -37,7 +35,15 @@ def load_folder(path, *, ema=None, weights_only=True, **hparams):
     if config.get("format") != FORMAT or not isinstance(config.get("model"), dict):
         raise CheckpointError(f"{folder / CONFIG}: not a di4c-jax export (format {config.get('format')!r}); use the "
                               f"family of the file's origin")
-    return config["model"], unflatten_params(read_safetensors(folder / WEIGHTS))
+    return config["model"]
+
+
+def load_folder(path, *, ema=None, weights_only=True, **hparams):
+    no_extra_hparams(hparams, "di4c")
+    if ema:
+        raise CheckpointError(f"{path}: a di4c-jax export holds one set of weights; ema=True does not apply")
+    model_config = load_model_config(path)
+    return model_config, unflatten_params(read_safetensors(Path(path) / WEIGHTS))
 
 
 FAMILIES.register("di4c", Family(load_folder, None, "di4c-jax's own safetensors + config.json (save_checkpoint)"))
