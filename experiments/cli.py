@@ -44,9 +44,15 @@ def one_line(err: BaseException) -> str:
 
 def guarded(fn: Callable[[], int | None], argv: Sequence[str]) -> int:
     """Run `fn()`; its return value (None counts as 0) is the exit status, a USER_ERRORS exception prints
-    `error: <one line>` to stderr and gives EXIT_BAD_INPUT (re-raised when argv has --debug)."""
+    `error: <one line>` to stderr and gives EXIT_BAD_INPUT (re-raised when argv has --debug); a SIGTERM stop
+    (`train.Preempted`, its checkpoint written) prints where it stopped and gives 143."""
+    from di4c_jax.train.preemption import EXIT_PREEMPTED, Preempted
+
     try:
         status = fn()
+    except Preempted as stop:
+        print(f"{stop}", file=sys.stderr, flush=True)
+        return EXIT_PREEMPTED
     except USER_ERRORS as err:
         if debug_requested(argv):
             raise

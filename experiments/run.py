@@ -65,8 +65,9 @@ def define_flags(flag_values: flags.FlagValues = FLAGS, argv: Sequence[str] | No
     flags.DEFINE_string("data", None, "your own data in place of the config's: PATH.npy (int tokens [num, D]), "
                         "tfds:NAME[:split], or a folder of text files (see experiments/data_arg.py)",
                         flag_values=flag_values)
-    flags.DEFINE_enum("tokenizer", None, ["char", "byte"], "--data FOLDER: 'char' (a vocabulary of the folder's "
-                      "characters; the default) or 'byte'", flag_values=flag_values)
+    flags.DEFINE_string("tokenizer", None, "--data FOLDER: 'char' (a vocabulary of the folder's characters; the "
+                        "default), 'byte', or 'bpe:PATH/tokenizer.json' (a Hugging Face BPE such as GPT-2's; each "
+                        "file is a document, packed into MDLM's wrapped blocks)", flag_values=flag_values)
     flags.DEFINE_bool("debug", False, "on an error, show its traceback instead of one line", flag_values=flag_values)
     flags.mark_flags_as_required(["workdir"], flag_values=flag_values)
 
@@ -85,7 +86,7 @@ def run(config, workdir: str | Path, stage: str = "all", command: Sequence[str] 
     anything is written into the workdir. command: the command-line arguments recorded in command.txt (default
     sys.argv[1:])."""
     from di4c_jax import parallel
-    from experiments import checks, evaluation, stages
+    from experiments import checks
     from experiments.setup import build_setup
     from experiments.spec import resolve
 
@@ -106,6 +107,16 @@ def run(config, workdir: str | Path, stage: str = "all", command: Sequence[str] 
          f"{type(setup.process).__name__} process with K={setup.process.num_states} states")
     if setup.data_note:
         _log(setup.data_note)
+    from di4c_jax.train import sigterm_guard
+
+    with sigterm_guard():  # SIGTERM: the training step or sample file in progress is finished, then a clean stop
+        return _run_stages(setup, stage, workdir, exp)
+
+
+def _run_stages(setup, stage: str, workdir: Path, exp) -> dict | None:
+    from di4c_jax import parallel
+    from experiments import evaluation, stages
+
     wanted = lambda name: stage in (name, "all")  # noqa: E731
     if wanted("train_teacher"):
         _log("stage train_teacher" + (f" (shared: {exp.teacher_workdir})" if exp.teacher_workdir else ""))

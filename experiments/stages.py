@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -23,7 +24,7 @@ from di4c_jax import Denoiser, parallel
 from di4c_jax.losses.teacher import teacher_loss
 from di4c_jax.models import registry
 from di4c_jax.sampling import SAMPLERS
-from di4c_jax.train import Round, distill_rounds, teacher_loss_fn
+from di4c_jax.train import Round, distill_rounds, preemption, teacher_loss_fn
 from experiments import released, training
 from experiments.setup import Setup
 
@@ -231,6 +232,8 @@ def sample(setup: Setup, nets: dict[str, Trained]) -> dict[str, float]:
     for idx, job in enumerate(jobs):
         if not pending[idx]:
             continue
+        if parallel.agree(np.array([preemption.requested()], bool))[0]:
+            raise preemption.Preempted(f"before sampling {job.filename} (finished sample files are kept)")
         batch = min(spec.batch_size, spec.num_samples)
         sampler = make_sampler(setup, job, nets, batch)
         params = nets["student" if job.name == "hybrid" else job.name].params
@@ -246,11 +249,14 @@ def sample(setup: Setup, nets: dict[str, Trained]) -> dict[str, float]:
         tokens = np.concatenate(chunks)[:spec.num_samples].astype(np.int32)
         timings[job.filename] = time.perf_counter() - start
         if parallel.is_writer():
-            np.save(out / f"{job.filename}.npy", tokens)
             save_preview(setup, tokens, out / job.filename)
             (out / f"{job.filename}.json").write_text(json.dumps(
                 {"model": job.name, "num_steps": job.num_steps, "nfe": sampler.nfe,
                  "teacher_nfe": sampler.teacher_nfe, "seconds": timings[job.filename],
                  "num_samples": spec.num_samples}))
+            # the .npy marks the job done, so it is written last and atomically (a kill leaves no partial file)
+            with open(out / f"{job.filename}.npy.tmp", "wb") as f:
+                np.save(f, tokens)
+            os.replace(out / f"{job.filename}.npy.tmp", out / f"{job.filename}.npy")
     parallel.barrier("samples written")  # the evaluate stage reads them on every process
     return timings

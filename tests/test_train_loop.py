@@ -129,3 +129,69 @@ def test_kill9_then_rerun_matches_uninterrupted_run_bitwise(tmp_path):
     for name in ref.files:
         np.testing.assert_array_equal(run[name], ref[name], err_msg=name)
     assert int(run["['step']"]) == num_steps
+
+
+def test_resumed_metrics_hold_each_step_once(tmp_path, capsys):
+    with MetricWriter(tmp_path / "logs", tensorboard=False) as writer:
+        _run(tmp_path / "ckpt", 5, writer, log_every=1)          # checkpoints 3 and 5
+    # a crash after step 5's metrics but before its checkpoint: the rerun restores step 3 and redoes 4 and 5
+    Checkpointer(tmp_path / "ckpt", save_every=3)._manager.delete(5)
+    with open(tmp_path / "logs" / "metrics.jsonl", "a") as f:
+        f.write('{"step": 6, "lo')                                # a line torn by the kill
+    with MetricWriter(tmp_path / "logs", tensorboard=False) as writer:
+        _, steps_run = _run(tmp_path / "ckpt", 8, writer, log_every=1)
+    assert steps_run == 5
+    assert f"resuming {tmp_path / 'ckpt'} at step 3 of 8" in capsys.readouterr().out
+    steps = [json.loads(line)["step"] for line in (tmp_path / "logs" / "metrics.jsonl").read_text().splitlines()]
+    assert steps == list(range(1, 9))
+
+
+def _run_until(ckpt_dir, num_steps, on_call):
+    """Like `_run`, with `on_call(n, checkpointer)` before the n-th step (1-based)."""
+    state, calls = _fresh_state(), []
+    x, y = make_data()
+    it = data_iterator(x, y, batch_size=16, seed=1)
+    ckpt = Checkpointer(ckpt_dir, max_to_keep=5, save_every=3)
+
+    def step(*args):
+        calls.append(1)
+        on_call(len(calls), ckpt)
+        return STEP(*args)
+
+    try:
+        return train(state, step, it, num_steps, ckpt, log_every=2, progress=False)
+    finally:
+        ckpt.close()
+
+
+@pytest.mark.skipif(__import__("threading").current_thread() is not __import__("threading").main_thread(),
+                    reason="signal handlers need the main thread")
+def test_sigterm_checkpoints_the_current_step_and_stops(tmp_path):
+    from di4c_jax.train import Preempted
+
+    def sigterm_at_5(n, _):
+        if n == 5:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    with pytest.raises(Preempted, match=r"stopped by SIGTERM at step 5 of 8, checkpoint saved in .*ckpt"):
+        _run_until(tmp_path / "ckpt", 8, sigterm_at_5)
+    assert Checkpointer(tmp_path / "ckpt").all_steps() == [3, 5]    # 5 is not a periodic step
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL       # the handler is gone again
+    full, _ = _run(None, 8)
+    resumed, steps_run = _run(tmp_path / "ckpt", 8)
+    assert steps_run == 3
+    _assert_bitwise_equal(resumed, full)
+
+
+def test_a_failed_save_names_the_step_and_keeps_the_previous_checkpoint(tmp_path):
+    def disk_full_at_6(n, ckpt):
+        if n == 6:
+            def no_space(*args, **kwargs):
+                raise OSError(28, "No space left on device")
+            ckpt._manager.save = no_space
+
+    with pytest.raises(OSError, match=r"saving step 6 into .*ckpt failed \(OSError: \[Errno 28\] No space left on "
+                                      r"device\); the newest intact checkpoint is step 3"):
+        _run_until(tmp_path / "ckpt", 8, disk_full_at_6)
+    restored = Checkpointer(tmp_path / "ckpt").restore_latest(abstract_state_of(_fresh_state()))
+    assert restored is not None and restored[1] == 3 and int(restored[0]["step"]) == 3

@@ -63,7 +63,10 @@ class Checkpointer:
         }
         if data_iter is not None:
             items["data"] = grain.checkpoint.CheckpointSave(data_iter)
-        return self._manager.save(step, args=ocp.args.Composite(**items), force=force)
+        try:
+            return self._manager.save(step, args=ocp.args.Composite(**items), force=force)
+        except OSError as err:
+            raise self._save_failed(step, err) from err
 
     def restore_latest(self, abstract_state: Any, data_iter: Any = None) -> tuple[Any, int] | None:
         """Restore the newest restorable step into `abstract_state`'s shardings; None if there is no checkpoint.
@@ -106,7 +109,19 @@ class Checkpointer:
 
     def wait(self) -> None:
         """Block until pending async saves are on disk."""
-        self._manager.wait_until_finished()
+        try:
+            self._manager.wait_until_finished()
+        except OSError as err:
+            raise self._save_failed(None, err) from err
+
+    def _save_failed(self, step: int | None, err: OSError) -> OSError:
+        """The error of a failed save (disk full, permissions), naming the step and the newest intact one: Orbax
+        renames a step into place only once complete, so the earlier steps stay restorable."""
+        intact = [s for s in self.all_steps() if s != step]
+        kept = f"the newest intact checkpoint is step {intact[-1]}" if intact else "no earlier checkpoint exists"
+        what = f"step {step}" if step is not None else "a checkpoint"
+        return OSError(f"saving {what} into {self.directory} failed ({type(err).__name__}: {err}); {kept}; free "
+                       f"space or fix the directory and rerun the same command to resume")
 
     def close(self) -> None:
         self._manager.close()

@@ -1,6 +1,7 @@
 """Generic training loop: resume, periodic checkpoints, non-finite guard, metrics and a progress bar."""
 from __future__ import annotations
 
+import contextlib
 import time
 from typing import Any, Callable, Iterator
 
@@ -8,6 +9,7 @@ import jax
 import numpy as np
 from tqdm.auto import tqdm
 
+from di4c_jax.train import preemption
 from di4c_jax.train.checkpoint import Checkpointer
 from di4c_jax.train.metrics import MetricWriter
 
@@ -58,19 +60,26 @@ def train(
       the host does not stall the device); a non-finite step raises FloatingPointError naming it before any
       later checkpoint is written. `writer` receives the window means; process 0 shows a tqdm bar.
     - The last step is always checkpointed, and pending async saves are waited for before returning.
+    - SIGTERM (main thread): the current step is checkpointed and `preemption.Preempted` is raised.
+    - After a resume the metrics of the lost steps (after the checkpoint) are dropped from `writer`'s JSONL, so
+      every step appears once.
     """
     if checkpointer is not None:
         restored = checkpointer.restore_latest(abstract_state_of(state), data_iter)
         if restored is not None:
             state, _ = restored
     start = int(host_value(state["step"]))
+    if start and checkpointer is not None and jax.process_index() == 0:
+        print(f"resuming {checkpointer.directory} at step {start} of {num_steps}", flush=True)
+    if writer is not None:
+        writer.truncate_after(start)  # steps after the checkpoint were lost with the crash; they are redone
     if start > num_steps:
         raise ValueError(f"state is at step {start}, beyond num_steps={num_steps}")
     bar = tqdm(total=num_steps, initial=start, disable=not progress or jax.process_index() != 0,
                dynamic_ncols=True)
     pending: list[tuple[int, dict]] = []
     window_start, window_examples = time.perf_counter(), 0
-    try:
+    with preemption.sigterm_guard(), _closing(bar, writer, checkpointer):
         for step in range(start + 1, num_steps + 1):
             batch = next(data_iter)
             if to_global is not None:
@@ -91,10 +100,35 @@ def train(
             if save_now:
                 checkpointer.save(step, state, data_iter, force=step == num_steps)
             bar.update(1)
+            if step < num_steps and _stop_requested(step, log_every):
+                _check_and_average(pending)  # never checkpoint a non-finite state
+                if checkpointer is not None:
+                    checkpointer.save(step, state, data_iter, force=True)
+                saved = "" if checkpointer is None else f", checkpoint saved in {checkpointer.directory}"
+                raise preemption.Preempted(f"at step {step} of {num_steps}{saved}")
+    return state
+
+
+def _stop_requested(step: int, log_every: int) -> bool:
+    """A SIGTERM arrived (in one process: checked every step; across processes: agreed at every `log_every`-th
+    step, so all processes stop at the same step)."""
+    if jax.process_count() == 1:
+        return preemption.requested()
+    if step % log_every:
+        return False
+    from jax.experimental import multihost_utils
+
+    flags = multihost_utils.process_allgather(np.asarray(preemption.requested(), np.int32))
+    return bool(np.any(flags))
+
+
+@contextlib.contextmanager
+def _closing(bar, writer, checkpointer):
+    try:
+        yield
     finally:
         bar.close()
         if writer is not None:
             writer.flush()
         if checkpointer is not None:
             checkpointer.wait()
-    return state

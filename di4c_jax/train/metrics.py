@@ -13,7 +13,7 @@ import numpy as np
 class MetricWriter:
     """`write_scalars(step, {name: value})` appends `{"step": step, name: value, ...}` to `<logdir>/metrics.jsonl`
     and adds the same scalars to a tensorboardX SummaryWriter in `logdir`. The JSONL file is appended to, so a
-    resumed run continues it (steps after the last checkpoint may then appear twice; the later line wins).
+    resumed run continues it; `truncate_after(step)` first drops the lines of steps lost with a crash.
     """
 
     def __init__(self, logdir: str | os.PathLike, tensorboard: bool = True, filename: str = "metrics.jsonl"):
@@ -28,6 +28,32 @@ class MetricWriter:
         if tensorboard:
             from tensorboardX import SummaryWriter  # imported lazily: only process 0 needs it
             self._tb = SummaryWriter(str(self.logdir))
+
+    def truncate_after(self, step: int) -> None:
+        """Drop the JSONL lines of steps > `step` (atomically rewritten; TensorBoard shows the newest value of a
+        step anyway). A torn last line from a killed process is dropped too."""
+        if not self.active:
+            return
+        path = Path(self._jsonl.name)
+        self._jsonl.flush()
+        keep, dropped = [], 0
+        for line in path.read_text(encoding="utf-8").splitlines():
+            try:
+                row_step = json.loads(line)["step"]
+            except (json.JSONDecodeError, KeyError, TypeError):
+                dropped += 1
+                continue
+            if row_step <= step:
+                keep.append(line)
+            else:
+                dropped += 1
+        if not dropped:
+            return
+        self._jsonl.close()
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text("".join(line + "\n" for line in keep), encoding="utf-8")
+        os.replace(tmp, path)
+        self._jsonl = open(path, "a", encoding="utf-8", buffering=1)
 
     def write_scalars(self, step: int, scalars: Mapping[str, float]) -> None:
         if not self.active:
