@@ -10,7 +10,10 @@ A user's own data (`--data` on the command line; the generic evaluator scores it
 a seeded split takes out of the data: `holdout` a fraction or a row count, `split_seed`):
   npy          path: int tokens [num, D] (vocab inferred as max + 1, or vocab_size).
   tfds         name (digits | mnist | cifar10 | lm1b), split, data_dir, download, seq_len (lm1b).
-  text_folder  path: a folder of text files (pattern '*.txt'), tokenizer 'char' | 'byte', seq_len.
+  text_folder  path: a folder of text files (pattern '*.txt'), tokenizer 'char' | 'byte' | 'bpe:PATH', seq_len,
+               wrap (bpe: each file a document in MDLM's wrapped blocks).
+  wrapped_text  source 'hf' | 'tfds', name, split, tokenizer 'bpe:PATH': documents packed into MDLM's wrapped
+               blocks of seq_len (1024), cached once as .npy under cache_dir (default <workdir>/data).
 """
 from __future__ import annotations
 
@@ -203,16 +206,55 @@ class TextFolderData:
     tokenizer: str = "char"
     seq_len: int = 64
     pattern: str = "*.txt"
+    wrap: bool | None = None  # None: True for a bpe tokenizer, False for char / byte
     holdout: float = 0.1
     split_seed: int = 0
 
 
 def _build_text_folder(cfg: TextFolderData, workdir: Path) -> DataBundle:
     tokens, tok, num_files = data_lib.folder_tokens(cfg.path, tokenizer=cfg.tokenizer, seq_len=cfg.seq_len,
-                                                    pattern=cfg.pattern)
-    info = data_lib.DataInfo(name=f"{Path(cfg.path).name}/ ({num_files} files, {cfg.tokenizer} tokens)",
+                                                    pattern=cfg.pattern, wrap=cfg.wrap)
+    kind = "BPE" if cfg.tokenizer.startswith("bpe:") else cfg.tokenizer
+    info = data_lib.DataInfo(name=f"{Path(cfg.path).name}/ ({num_files} files, {kind} tokens)",
                              vocab_size=tok.vocab_size, shape=(cfg.seq_len,), decode=tok.decode)
     return _held_out(data_lib.ArraySource(tokens), info, cfg)
+
+
+@dataclasses.dataclass(frozen=True)
+class WrappedTextData:
+    source: str  # 'hf' (Hugging Face datasets) | 'tfds'
+    name: str  # e.g. 'openwebtext'
+    tokenizer: str  # 'bpe:PATH/tokenizer.json'
+    split: str = "train"  # MDLM's OpenWebText: 'train[:-100000]' (its validation: 'train[-100000:]')
+    config: str | None = None  # hf dataset configuration
+    field: str = "text"
+    seq_len: int = 1024
+    docs_per_group: int | None = None  # MDLM drops a remainder every 1000 documents; None: one at the end
+    data_dir: str | None = None  # hf cache_dir / tfds data_dir
+    download: bool = False  # tfds
+    cache_dir: str | None = None  # the packed blocks; default <workdir>/data
+    num_threads: int = 4
+    holdout: float = 0.1
+    split_seed: int = 0
+
+
+def _build_wrapped_text(cfg: WrappedTextData, workdir: Path) -> DataBundle:
+    from di4c_jax.data import documents
+
+    if cfg.source not in ("hf", "tfds"):
+        raise ValueError(f"data.source must be 'hf' or 'tfds', got {cfg.source!r}")
+    tok = data_lib.load_bpe(cfg.tokenizer)
+    label = f"{cfg.source}:{cfg.name}:{cfg.split}"
+    if cfg.source == "hf":
+        docs = lambda: documents.hf_documents(cfg.name, cfg.split, config=cfg.config, field=cfg.field,  # noqa: E731
+                                              cache_dir=cfg.data_dir)
+    else:
+        docs = lambda: documents.tfds_documents(cfg.name, cfg.split, field=cfg.field,  # noqa: E731
+                                                data_dir=cfg.data_dir, download=cfg.download)
+    cache = documents.cache_file(cfg.cache_dir or workdir / "data", label, tok, cfg.seq_len)
+    source, info = documents.wrapped_dataset(docs, tok, cache, seq_len=cfg.seq_len, name=label,
+                                             docs_per_group=cfg.docs_per_group, num_threads=cfg.num_threads)
+    return _held_out(source, info, cfg)
 
 
 DATA_KINDS.register("exact", DataKind(ExactData, _build_exact))
@@ -222,7 +264,8 @@ DATA_KINDS.register("pystdlib_text", DataKind(TextData, _build_pystdlib))
 DATA_KINDS.register("npy", DataKind(NpyData, _build_npy))
 DATA_KINDS.register("tfds", DataKind(TfdsData, _build_tfds))
 DATA_KINDS.register("text_folder", DataKind(TextFolderData, _build_text_folder))
-USER_DATA_KINDS = ("npy", "tfds", "text_folder")  # no known law: scored by the generic evaluator
+DATA_KINDS.register("wrapped_text", DataKind(WrappedTextData, _build_wrapped_text))
+USER_DATA_KINDS = ("npy", "tfds", "text_folder", "wrapped_text")  # no known law: scored by the generic evaluator
 
 
 def build_data(exp: Experiment, workdir: Path) -> DataBundle:

@@ -88,31 +88,47 @@ def pystdlib_dataset(split: str = "train", **kwargs) -> tuple[ArraySource, DataI
 
 
 def folder_tokens(
-    path: str | os.PathLike, *, tokenizer: str = "char", seq_len: int = 64, pattern: str = "*.txt"
+    path: str | os.PathLike, *, tokenizer: str = "char", seq_len: int = 64, pattern: str = "*.txt",
+    wrap: bool | None = None,
 ) -> tuple[np.ndarray, ByteTokenizer | CharTokenizer, int]:
     """A user's folder of text files as (tokens int32[num, seq_len], tokenizer, number of files).
 
-    Files: every regular file below `path` matching `pattern` (recursive, sorted by relative path), concatenated and
-    cut into non-overlapping chunks of `seq_len` tokens (the tail is dropped). tokenizer: 'char' (files decoded as
-    UTF-8 with replacement; vocabulary = the folder's distinct characters, sorted) or 'byte' (vocab 256).
+    Files: every regular file below `path` matching `pattern` (recursive, sorted by relative path). tokenizer:
+    'char' (files decoded as UTF-8 with replacement; vocabulary = the folder's distinct characters, sorted), 'byte'
+    (vocab 256) or 'bpe:PATH' (a Hugging Face tokenizer.json, e.g. GPT-2's).
+    wrap: each file is a document packed as MDLM does (`packing.wrapped_blocks`: EOS after each file, blocks
+      [BOS] + seq_len - 2 tokens + [EOS]); needs a tokenizer with BOS/EOS ids, so it defaults to True for 'bpe:'
+      and False otherwise. Without wrapping the files are concatenated and cut into non-overlapping chunks of
+      `seq_len` tokens. Either way the tail is dropped.
     """
-    root = pathlib.Path(path)
-    if not root.is_dir():
-        raise NotADirectoryError(f"text folder {root}: no such directory")
-    if tokenizer not in ("byte", "char"):
-        raise ValueError(f"tokenizer must be 'char' or 'byte', got {tokenizer!r}")
-    files = sorted((p for p in root.rglob(pattern) if p.is_file()), key=lambda p: p.relative_to(root).as_posix())
-    if not files:
-        raise ValueError(f"text folder {root} holds no file matching {pattern!r} (set data.pattern, e.g. '*.md')")
-    data = b"".join(p.read_bytes() for p in files)
-    if tokenizer == "byte":
-        tok, ids = ByteTokenizer(), ByteTokenizer().encode(data)
+    from di4c_jax.data.documents import FolderDocuments, tokenized_documents
+    from di4c_jax.data.packing import pack_documents
+    from di4c_jax.data.tokenizers import check_tokenizer_spec, load_bpe
+
+    check_tokenizer_spec(tokenizer)
+    bpe = tokenizer.startswith("bpe:")
+    wrap = bpe if wrap is None else wrap
+    if wrap and not bpe:
+        raise ValueError(f"wrap=True needs a tokenizer with BOS/EOS ids (bpe:PATH), not {tokenizer!r}")
+    docs = FolderDocuments(path, pattern)
+    if bpe:
+        tok = load_bpe(tokenizer)
+        ids_per_file = list(tokenized_documents(docs, tok, num_threads=0))
+        if wrap:
+            tokens = pack_documents(ids_per_file, seq_len=seq_len, bos_id=tok.bos_id, eos_id=tok.eos_id)
+        else:
+            tokens = chunk_tokens(np.concatenate(ids_per_file), seq_len)
+        total = sum(len(ids) for ids in ids_per_file)
     else:
-        text = data.decode("utf-8", errors="replace")
-        tok = CharTokenizer.fit(text)
-        ids = tok.encode(text)
-    tokens = chunk_tokens(ids, seq_len)
+        data = b"".join(p.read_bytes() for p in docs.files)
+        if tokenizer == "byte":
+            tok, ids = ByteTokenizer(), ByteTokenizer().encode(data)
+        else:
+            text = data.decode("utf-8", errors="replace")
+            tok = CharTokenizer.fit(text)
+            ids = tok.encode(text)
+        tokens, total = chunk_tokens(ids, seq_len), len(ids)
     if len(tokens) < 2:
-        raise ValueError(f"text folder {root}: {len(ids)} tokens in {len(files)} file(s) make {len(tokens)} "
+        raise ValueError(f"text folder {path}: {total} tokens in {len(docs)} file(s) make {len(tokens)} "
                          f"sequence(s) of seq_len={seq_len}; need at least 2 (lower data.seq_len or add text)")
-    return tokens, tok, len(files)
+    return tokens, tok, len(docs)

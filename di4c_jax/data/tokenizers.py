@@ -70,3 +70,31 @@ class CharTokenizer:
 def _codepoints(text: str) -> np.ndarray:
     """uint32[L] Unicode code points of `text`."""
     return np.frombuffer(text.encode("utf-32-le"), dtype="<u4")
+
+
+TOKENIZER_FORMS = "'char', 'byte' or 'bpe:PATH' (a Hugging Face tokenizer.json, or a folder that holds one)"
+
+
+def check_tokenizer_spec(spec: str) -> str:
+    """`spec` if it is 'char', 'byte' or 'bpe:PATH' with PATH an existing tokenizer.json (or a folder holding one);
+    otherwise a ValueError / FileNotFoundError naming it."""
+    if spec in ("char", "byte"):
+        return spec
+    if isinstance(spec, str) and spec.startswith("bpe:"):
+        from di4c_jax.data.bpe import tokenizer_json_path
+
+        if not spec[len("bpe:"):]:
+            raise ValueError(f"tokenizer {spec!r}: no path after 'bpe:'; expected bpe:PATH/tokenizer.json")
+        tokenizer_json_path(spec[len("bpe:"):])
+        return spec
+    raise ValueError(f"unknown tokenizer {spec!r}; expected {TOKENIZER_FORMS}")
+
+
+def load_bpe(spec: str):
+    """'bpe:PATH' -> `BPETokenizer(PATH)`."""
+    from di4c_jax.data.bpe import BPETokenizer
+
+    check_tokenizer_spec(spec)
+    if not spec.startswith("bpe:"):
+        raise ValueError(f"tokenizer {spec!r} is not a BPE; expected bpe:PATH/tokenizer.json")
+    return BPETokenizer(spec[len("bpe:"):])
