@@ -17,7 +17,7 @@ import ml_collections
 from flax import nnx
 
 from di4c_jax.denoiser import Denoiser
-from di4c_jax.models import dit, mlp, unet  # noqa: F401  (each registers its kind)
+from di4c_jax.models import dit, maskgit_v1, mlp, unet  # noqa: F401  (each registers its kind)
 from di4c_jax.models.kinds import MODEL_KINDS
 from di4c_jax.processes.base import as_batch_times, check_tokens
 
@@ -43,6 +43,11 @@ MODEL_SIZES: dict[str, dict[str, Any]] = {
     # 1024 codes + mask, 1000 classes + null class.
     "maskgit": dict(kind="dit", hidden=768, depth=24, num_heads=16, mlp_dim=3072, cond_dim=128, dropout=0.1,
                     num_states=1025, num_positions=256, num_classes=1000, time_conditioning=False),
+    # MaskGIT v1 MaskTransformer exactly (kind 'maskgit_v1', valeoai/Maskgit-pytorch:Network/transformer.py at
+    # 32062fa; sizes from sony/di4c:maskgit-pytorch/Trainer/vit.py `get_network`): the released
+    # MaskGIT_ImageNet_256.pth, 174,160,874 parameters; lam_style='token' is the Di4C student.
+    "maskgit-v1": dict(kind="maskgit_v1", hidden=768, depth=24, num_heads=16, mlp_dim=3072, dropout=0.1,
+                       num_states=1025, num_positions=256, num_classes=1000),
     # tauLDR CIFAR-10 U-Net (andrew-cr/tauLDR:config/train/cifar10.py).
     "unet-cifar10": dict(kind="unet", ch=128, ch_mult=(1, 2, 2, 2), num_res_blocks=2, attn_resolutions=(16,),
                          dropout=0.1, skip_rescale=True, channels=3, resolution=32, num_states=256),
