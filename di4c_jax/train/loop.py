@@ -101,7 +101,8 @@ def train(
                 checkpointer.save(step, state, data_iter, force=step == num_steps)
             bar.update(1)
             if step < num_steps and _stop_requested(step, log_every):
-                _check_and_average(pending)  # never checkpoint a non-finite state
+                if pending:
+                    _check_and_average(pending)  # never checkpoint a non-finite state
                 if checkpointer is not None:
                     checkpointer.save(step, state, data_iter, force=True)
                 saved = "" if checkpointer is None else f", checkpoint saved in {checkpointer.directory}"
