@@ -2,6 +2,7 @@
 
 usage: XLA_FLAGS=--xla_force_host_platform_device_count=8 JAX_PLATFORMS=cpu \
        python _train_worker.py WORKDIR NUM_STEPS SAVE_EVERY OUT_NPZ [SLEEP_PER_STEP]
+($TRAIN_MESH = 'DATAxFSDP' picks another mesh, e.g. 2x2 on 4 devices; default 4x2.)
 Prints 'start <step>' (the checkpoint it resumes from, 0 if none) and writes all final state leaves to OUT_NPZ.
 """
 import os
@@ -20,7 +21,8 @@ from di4c_jax.train import (Checkpointer, MetricWriter, OptimConfig, create_trai
 def main(workdir, num_steps, save_every, out, sleep=0.0):
     cfg = OptimConfig(learning_rate=3e-3, warmup_steps=3, ema_decay=0.99)
     tx = make_optimizer(cfg)
-    mesh = make_mesh(4, 2)
+    data, fsdp = (int(n) for n in os.environ.get("TRAIN_MESH", "4x2").split("x"))
+    mesh = make_mesh(data, fsdp)
     state, shardings = create_train_state(init_params, tx, jax.random.key(42), mesh)
     step = make_train_step(loss_fn, tx, ema_decay=cfg.ema_decay, lr_schedule=lr_schedule(cfg), mesh=mesh,
                            state_shardings=shardings)

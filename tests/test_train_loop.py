@@ -95,9 +95,9 @@ def test_metrics_jsonl_lines_are_on_disk_while_training_runs(tmp_path):
         assert json.loads((tmp_path / "metrics.jsonl").read_text()) == {"step": 1, "loss": 0.5}
 
 
-def _worker(workdir, num_steps, out, sleep=0.0):
+def _worker(workdir, num_steps, out, sleep=0.0, devices=8, mesh="4x2"):
     env = {**os.environ, "PYTHONPATH": f"{TESTS.parent}{os.pathsep}{TESTS}", "JAX_PLATFORMS": "cpu",
-           "XLA_FLAGS": "--xla_force_host_platform_device_count=8"}
+           "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}", "TRAIN_MESH": mesh}
     cmd = [sys.executable, str(TESTS / "_train_worker.py"), str(workdir), str(num_steps), "4", str(out), str(sleep)]
     return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
@@ -195,3 +195,22 @@ def test_a_failed_save_names_the_step_and_keeps_the_previous_checkpoint(tmp_path
         _run_until(tmp_path / "ckpt", 8, disk_full_at_6)
     restored = Checkpointer(tmp_path / "ckpt").restore_latest(abstract_state_of(_fresh_state()))
     assert restored is not None and restored[1] == 3 and int(restored[0]["step"]) == 3
+
+
+@pytest.mark.slow
+def test_resume_on_half_the_devices_continues_the_same_data_order(tmp_path):
+    """8 devices (4 data x 2 fsdp) to step 8, then 4 devices (2 x 2) to step 16: Orbax reshards the state, the
+    iterator position is the global one, so the result matches 16 steps on 8 devices up to float reduction order."""
+    runs = [_worker(tmp_path / "ref", 16, tmp_path / "ref.npz"), _worker(tmp_path / "run", 8, tmp_path / "half.npz")]
+    for proc in runs:
+        out, _ = proc.communicate(timeout=300)
+        assert proc.returncode == 0, out
+    resumed = _worker(tmp_path / "run", 16, tmp_path / "run.npz", devices=4, mesh="2x2")
+    out, _ = resumed.communicate(timeout=300)
+    assert resumed.returncode == 0 and "start 8" in out, out
+    ref, run = np.load(tmp_path / "ref.npz"), np.load(tmp_path / "run.npz")
+    assert sorted(ref.files) == sorted(run.files) and int(run["['step']"]) == 16
+    for name in ref.files:
+        np.testing.assert_allclose(run[name], ref[name], rtol=2e-4, atol=2e-5, err_msg=name)
+    half = np.load(tmp_path / "half.npz")
+    assert not np.allclose(half["['params']['w1']"], run["['params']['w1']"])  # it did train on after the resume
