@@ -92,12 +92,12 @@ class BPETokenizer:
         out = self._tok.encode_batch(list(texts), add_special_tokens=add_special_tokens)
         return [np.asarray(e.ids, np.int32) for e in out]
 
-    def _check_ids(self, ids) -> list[int]:
+    def _check_ids(self, ids, where: str = "") -> list[int]:
         ids = np.asarray(ids).reshape(-1)
         if ids.size and (ids.min() < 0 or ids.max() >= self.vocab_size):
             bad = int(np.flatnonzero((ids < 0) | (ids >= self.vocab_size))[0])
-            raise ValueError(f"BPE ids must lie in [0, {self.vocab_size}), got {int(ids[bad])} at position {bad} "
-                             f"(a mask id left in a sample?)")
+            raise ValueError(f"BPE ids must lie in [0, {self.vocab_size}), got {int(ids[bad])} at {where}position "
+                             f"{bad} (a mask id left in a sample?)")
         return ids.tolist()
 
     def decode(self, ids, *, skip_special_tokens: bool = False, clean_up_spaces: bool = False) -> str:
@@ -107,5 +107,6 @@ class BPETokenizer:
 
     def decode_batch(self, rows, *, skip_special_tokens: bool = False, clean_up_spaces: bool = False) -> list[str]:
         """int[n, L] (or a list of int[L_i]) -> n strings."""
-        texts = self._tok.decode_batch([self._check_ids(r) for r in rows], skip_special_tokens=skip_special_tokens)
+        rows = [self._check_ids(r, f"row {i}, ") for i, r in enumerate(rows)]
+        texts = self._tok.decode_batch(rows, skip_special_tokens=skip_special_tokens)
         return [clean_up_tokenization(t) for t in texts] if clean_up_spaces else texts
