@@ -129,6 +129,9 @@ def test_errors_name_the_problem(world):
     with pytest.raises(ValueError, match=r"start must lie in \[1, 32\), got 32"):
         generative_perplexity(**kw, start=32)
     masked = world["samples"].copy()
-    masked[4, 3] = V  # the mask id of the masked process
+    masked[2, 7] = V
+    with pytest.raises(ValueError, match=r"evaluator's vocabulary \[0, 400\), got 400 at row 2, position 7"):
+        generative_perplexity(**(kw | {"samples": masked}))
+    masked[2, 7], masked[4, 3] = 0, V  # the mask id of the masked process
     with pytest.raises(ValueError, match=r"BPE ids must lie in \[0, 400\), got 400 at row 4, position 3"):
         generative_perplexity(**(kw | {"samples": masked}), protocol="mdlm", eval_tokenizer=world["tok"])

@@ -128,3 +128,11 @@ def test_text_dataset_argument_and_its_data_kind(tmp_path, tok_path, monkeypatch
     assert list((tmp_path / "data").glob("hf_openwebtext_train_-100000_bs64_wrapped_*.npy"))
     setup.DATA_KINDS.get("wrapped_text").build(options, tmp_path)
     assert calls == ["train[:-100000]"]  # the second build reads the cache
+
+
+def test_optional_dataset_packages_are_named(monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "datasets", None)  # as if not installed
+    with pytest.raises(ImportError, match=r"'openwebtext' needs the `datasets` package: pip install datasets"):
+        documents.hf_documents("openwebtext", "train")

@@ -137,7 +137,8 @@ def generative_perplexity(*, apply, params, samples, protocol: str = "sdtt", eva
     sample_tokenizer: the diffusion model's tokenizer. 'sdtt': None scores the ids as they are. 'mdlm': None means
       the evaluator's own (MDLM decodes and re-encodes even then).
     start: 'sdtt' first scored position (the prefix length for conditional samples).
-    context: the evaluator's context (1024): 'mdlm' chunk length; 'sdtt' truncation of retokenised samples.
+    context: the evaluator's context (default `apply.context` when the apply has one, else 1024): 'mdlm' chunk
+      length; 'sdtt' truncation of retokenised samples.
     max_length: truncation of retokenised samples (default: L for 'mdlm', context for 'sdtt').
     clean_up_spaces: decode with transformers' space clean-up (default: True for 'mdlm', False for 'sdtt').
     """
@@ -148,9 +149,10 @@ def generative_perplexity(*, apply, params, samples, protocol: str = "sdtt", eva
         raise ValueError(f"samples must be int[n >= 1, L], got shape {samples.shape} and dtype {samples.dtype}")
     entropy = mean_unigram_entropy(samples)
     clean = protocol == "mdlm" if clean_up_spaces is None else clean_up_spaces
-    context = context or CONTEXT
+    context = context or getattr(apply, "context", CONTEXT)
     if protocol == "sdtt":
         if sample_tokenizer is None:
+            _check_ids(samples, getattr(apply, "vocab_size", None))
             nll = sdtt_per_sample_nll(apply, params, samples, start=start, batch_size=batch_size)
             lengths = np.full(len(samples), samples.shape[1])
         else:
@@ -176,6 +178,17 @@ def generative_perplexity(*, apply, params, samples, protocol: str = "sdtt", eva
     if count == 0:
         raise ValueError("no token was scored (empty decoded samples?)")
     return GenPPL(float(np.exp(total / count)), total / count, used, count, entropy, protocol)
+
+
+def _check_ids(samples: np.ndarray, vocab_size: int | None) -> None:
+    """Ids outside the evaluator's vocabulary (e.g. a mask id left in a sample) named by row and position."""
+    if vocab_size is None:
+        return
+    bad = np.argwhere((samples < 0) | (samples >= vocab_size))
+    if len(bad):
+        row, pos = (int(i) for i in bad[0])
+        raise ValueError(f"sample ids must lie in the evaluator's vocabulary [0, {vocab_size}), got "
+                         f"{int(samples[row, pos])} at row {row}, position {pos} (a mask id left in a sample?)")
 
 
 def _need(tokenizer, what: str) -> None:

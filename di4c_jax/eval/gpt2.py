@@ -102,7 +102,11 @@ def gpt2_graph(config: GPT2Config):
 
 
 def make_apply(config: GPT2Config):
-    """apply(params, tokens int[B, L]) -> logits float32[B, L, V]; L <= n_positions is checked (static)."""
+    """apply(params, tokens int[B, L]) -> logits float32[B, L, V]; L <= n_positions is checked (static).
+
+    `apply.vocab_size` and `apply.context` (n_positions) let callers check ids on the host: under jit an id
+    outside the vocabulary would be clamped silently by the embedding lookup.
+    """
     graphdef, _ = gpt2_graph(config)
 
     def apply(params, tokens):
@@ -110,6 +114,7 @@ def make_apply(config: GPT2Config):
             raise ValueError(f"GPT-2 context is {config.n_positions} tokens, got sequences of {tokens.shape[-1]}")
         return nnx.merge(graphdef, params)(tokens)
 
+    apply.vocab_size, apply.context = config.vocab_size, config.n_positions
     return apply
 
 
