@@ -16,11 +16,23 @@ lambda conditioning, `lam_style`:
   lambda token changes nothing until the gates learn (the sdtt reference instead starts from a random projection).
   Op by op the zero-gate student is bitwise its teacher; under jit XLA fuses the shared intermediates (q, k, v,
   logsumexp) differently, which moves the logits by float rounding only (~1e-6 relative).
+  `lam_token_gate=False` drops the gate parameter (fixed at 1): the reference's function and parameters exactly.
+
+Options for the released MDLM/sdtt checkpoints (kuleshov-group/mdlm:models/dit.py, di4c_jax.interop.mdlm):
+- `time_embedding='mdlm'`: the network sees the log-linear total noise sigma(t) = -log1p(-(1 - 1e-3) t)
+  (kuleshov-group/mdlm:noise_schedule.py), embedded by `TimestepEmbedder`: cos-first sinusoid of the raw sigma with
+  frequencies exp(-ln(1e4) k / half); sigma is 0 when `time_conditioning` is False. The default `'sinusoid'` is the
+  sin-first sinusoid of 1000 t of `lam.time_features`.
+- `fast_variance=False`: LayerNorm variance as mean((x - mean)^2), PyTorch's two-pass form (Flax's default
+  E[x^2] - E[x]^2 loses float32 digits when |mean| >> std), for float32 parity.
 """
 from __future__ import annotations
 
+import math
+
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 
 from di4c_jax.models.kinds import MODEL_KINDS
@@ -28,6 +40,27 @@ from di4c_jax.models.lam import CheckedEmbed, LambdaProjection, time_features
 from di4c_jax.models.remat import REMAT_POLICIES, check_remat
 
 LAM_STYLES = (None, "token", "embed")
+TIME_EMBEDDINGS = ("sinusoid", "mdlm")
+MDLM_EPS = 1e-3  # the log-linear schedule's epsilon (kuleshov-group/mdlm:noise_schedule.py, LogLinearNoise)
+
+
+def loglinear_sigma(t: jax.Array) -> jax.Array:
+    """float[B] times in [0, 1] -> float32[B] total noise sigma(t) = -log1p(-(1 - eps) t), eps = 1e-3."""
+    return -jnp.log1p(-(1 - MDLM_EPS) * jnp.asarray(t, jnp.float32))
+
+
+def mdlm_sigma_features(sigma: jax.Array, dim: int = 256, max_period: float = 1e4) -> jax.Array:
+    """float[B] -> float32[B, dim]: `TimestepEmbedder.timestep_embedding` of kuleshov-group/mdlm:models/dit.py,
+    `[cos(sigma f_k)]_k ++ [sin(sigma f_k)]_k`, f_k = exp(-ln(max_period) k / half), sigma unscaled.
+
+    The frequencies are the reference's float32 exponents with a correctly rounded exp (host constants)."""
+    if dim % 2:
+        raise ValueError(f"sigma sinusoid dim must be even, got {dim}")
+    half = dim // 2
+    exponents = np.float32(-math.log(max_period)) * np.arange(half, dtype=np.float32) / np.float32(half)
+    freqs = jnp.asarray(np.exp(exponents.astype(np.float64)).astype(np.float32))
+    args = jnp.asarray(sigma, jnp.float32)[:, None] * freqs[None, :]
+    return jnp.concatenate([jnp.cos(args), jnp.sin(args)], axis=-1)
 
 
 def rotary_tables(length: int, head_dim: int, base: float = 1e4) -> tuple[jax.Array, jax.Array]:
@@ -74,12 +107,13 @@ def _modulate(x, shift, scale):
 
 class DiTBlock(nnx.Module):
     def __init__(self, hidden: int, heads: int, mlp_dim: int, cond_dim: int, dropout: float, *,
-                 lam_token: bool, gate_init: float, dtype, rngs: nnx.Rngs):
+                 lam_token: bool, gate_init: float, dtype, rngs: nnx.Rngs, gated: bool = True,
+                 fast_variance: bool = True):
         if hidden % heads:
             raise ValueError(f"hidden size {hidden} is not divisible by num_heads {heads}")
         self.heads, self.dtype = heads, dtype
-        self.norm1 = nnx.LayerNorm(hidden, use_bias=False, epsilon=1e-5, rngs=rngs)
-        self.norm2 = nnx.LayerNorm(hidden, use_bias=False, epsilon=1e-5, rngs=rngs)
+        self.norm1 = nnx.LayerNorm(hidden, use_bias=False, epsilon=1e-5, use_fast_variance=fast_variance, rngs=rngs)
+        self.norm2 = nnx.LayerNorm(hidden, use_bias=False, epsilon=1e-5, use_fast_variance=fast_variance, rngs=rngs)
         self.qkv = nnx.Linear(hidden, 3 * hidden, use_bias=False, dtype=dtype, rngs=rngs)
         self.attn_out = nnx.Linear(hidden, hidden, use_bias=False, dtype=dtype, rngs=rngs)
         self.mlp_in = nnx.Linear(hidden, mlp_dim, dtype=dtype, rngs=rngs)
@@ -87,7 +121,8 @@ class DiTBlock(nnx.Module):
         zeros = nnx.initializers.zeros_init()
         self.adaln = nnx.Linear(cond_dim, 6 * hidden, kernel_init=zeros, dtype=dtype, rngs=rngs)
         self.dropout = nnx.Dropout(dropout)
-        if lam_token:
+        self.gated = lam_token and gated
+        if self.gated:
             self.lam_gate = nnx.Param(jnp.full((heads,), gate_init, jnp.float32))
 
     def _norm(self, norm, x):
@@ -120,8 +155,11 @@ class DiTBlock(nnx.Module):
             qz, kz, vz = self._qkv(z, shift1, scale1)                           # [B, heads, 1, hd]
             s_z = jnp.einsum("bhqd,bhkd->bhq", q, kz, preferred_element_type=jnp.float32) * scale
             p_z = jax.nn.sigmoid(s_z - lse)[..., None]                          # [B, heads, D, 1]
-            gate = self.lam_gate[...][None, :, None, None]
-            att = att + (gate * p_z * (vz - att)).astype(att.dtype)
+            if self.gated:
+                share = self.lam_gate[...][None, :, None, None] * p_z * (vz - att)
+            else:  # gate 1: the reference's extra token
+                share = p_z * (vz - att)
+            att = att + share.astype(att.dtype)
             # The lambda token's own query attends to all D + 1 keys (keys of z carry no rotary): its softmax over
             # [k; kz] as attention over k plus z's share, without copying k and v into a D + 1 concatenation.
             att_zx, lse_zx = attention(qz, k, v, scale)                         # [B, heads, 1, hd], [B, heads, 1]
@@ -169,9 +207,13 @@ class DiTDenoiser(nnx.Module):
                  time_conditioning: bool = True, num_classes: int = 0, dropout: float = 0.1,
                  lam_style: str | None = None, lam_zero_init: bool = True, lam_feature_dim: int = 128,
                  lam_hidden: int = 512, rotary_base: float = 1e4, compute_dtype=None, remat: str = "none",
+                 lam_token_gate: bool = True, time_embedding: str = "sinusoid", fast_variance: bool = True,
                  rngs: nnx.Rngs):
         if lam_style not in LAM_STYLES:
             raise ValueError(f"lam_style must be one of {LAM_STYLES}, got {lam_style!r}")
+        if time_embedding not in TIME_EMBEDDINGS:
+            raise ValueError(f"time_embedding must be one of {TIME_EMBEDDINGS}, got {time_embedding!r}")
+        self.time_embedding = time_embedding
         self.num_states, self.num_positions, self.num_classes = num_states, num_positions, num_classes
         self.mixture, self.lam_style = lam_style is not None, lam_style
         self.time_conditioning, self.time_freq_dim = time_conditioning, time_freq_dim
@@ -188,10 +230,12 @@ class DiTDenoiser(nnx.Module):
                                              zero_init=lam_zero_init and lam_style == "embed", rngs=rngs)
         self.blocks = nnx.List([
             DiTBlock(hidden, num_heads, mlp_dim or 4 * hidden, cond_dim, dropout, lam_token=lam_style == "token",
-                     gate_init=0.0 if lam_zero_init else 1.0, dtype=compute_dtype, rngs=rngs)
+                     gate_init=0.0 if lam_zero_init else 1.0, dtype=compute_dtype, gated=lam_token_gate,
+                     fast_variance=fast_variance, rngs=rngs)
             for _ in range(depth)])
         zeros = nnx.initializers.zeros_init()
-        self.final_norm = nnx.LayerNorm(hidden, use_bias=False, epsilon=1e-5, rngs=rngs)
+        self.final_norm = nnx.LayerNorm(hidden, use_bias=False, epsilon=1e-5, use_fast_variance=fast_variance,
+                                        rngs=rngs)
         self.final_adaln = nnx.Linear(cond_dim, 2 * hidden, kernel_init=zeros, dtype=compute_dtype, rngs=rngs)
         # bf16 operands, float32 accumulation and output: the [B, D, K] logits are never rounded to bf16.
         self.final_out = nnx.Linear(hidden, num_states, kernel_init=zeros, dtype=compute_dtype,
@@ -200,7 +244,12 @@ class DiTDenoiser(nnx.Module):
     def __call__(self, x_t, t, lam, cond, *, rngs: nnx.Rngs | None = None) -> jax.Array:
         b, d = x_t.shape
         t_in = t if self.time_conditioning else jnp.zeros_like(t)
-        c = jax.nn.silu(self.time_out(jax.nn.silu(self.time_in(time_features(t_in, self.time_freq_dim)))))
+        if self.time_embedding == "mdlm":
+            sigma = loglinear_sigma(t) if self.time_conditioning else jnp.zeros(t.shape, jnp.float32)
+            feats = mdlm_sigma_features(sigma, self.time_freq_dim)
+        else:
+            feats = time_features(t_in, self.time_freq_dim)
+        c = jax.nn.silu(self.time_out(jax.nn.silu(self.time_in(feats))))
         if self.num_classes:
             c = c + self.class_embed(cond)
         if self.lam_style == "embed":
