@@ -136,3 +136,18 @@ def test_optional_dataset_packages_are_named(monkeypatch):
     monkeypatch.setitem(sys.modules, "datasets", None)  # as if not installed
     with pytest.raises(ImportError, match=r"'openwebtext' needs the `datasets` package: pip install datasets"):
         documents.hf_documents("openwebtext", "train")
+
+
+def test_text_folder_kind_with_bpe(tmp_path, tok_path):
+    """The runner's 'text_folder' kind with --tokenizer=bpe:PATH: wrapped blocks, the masked process's K = V + 1."""
+    from di4c_jax.processes import build_process
+    from experiments import setup
+
+    for i, text in enumerate(stdlib_texts()):
+        (tmp_path / f"{i}.txt").write_text(text)
+    section = {k: v for k, v in data_arg.data_section(str(tmp_path), f"bpe:{tok_path}").items() if k != "kind"}
+    bundle = setup.DATA_KINDS.get("text_folder").build(setup.TextFolderData(**section, seq_len=64, holdout=3),
+                                                       tmp_path)
+    assert bundle.info.name == f"{tmp_path.name}/ (4 files, BPE tokens)" and bundle.info.vocab_size == 400
+    assert len(bundle.held_out) == 3 and bundle.train[0]["x0"][0] == bundle.train[0]["x0"][-1] == 399
+    assert build_process("masked", bundle.info.vocab_size).num_states == 401
