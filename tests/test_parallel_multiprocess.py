@@ -53,3 +53,29 @@ def test_two_process_training_agrees_with_single_process(tmp_path):
     state, step, it = build(mesh, 0, 1)
     state = train(state, step, it, NUM_STEPS, progress=False)
     assert eval_loss(mesh, state["params"], 0, 1) == pytest.approx(outputs[0]["loss"], rel=1e-5)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("victim", [0, 1], ids=["coordinator killed", "worker killed"])
+def test_when_one_process_dies_the_other_ends_with_an_error_in_bounded_time(victim):
+    import signal
+    import time
+
+    env = {**os.environ, "PYTHONPATH": f"{TESTS.parent}{os.pathsep}{TESTS}", "JAX_PLATFORMS": "cpu",
+           "XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
+    port, heartbeat = _free_port(), 10
+    procs = [subprocess.Popen([sys.executable, "-u", str(TESTS / "_stall_worker.py"), str(i), str(port),
+                               str(heartbeat)], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+             for i in range(2)]
+    survivor = procs[1 - victim]
+    for line in survivor.stdout:  # the processes have joined once it prints this
+        if line.strip() == "training":
+            break
+    time.sleep(2.0)
+    procs[victim].send_signal(signal.SIGKILL)
+    killed_at = time.time()
+    out, _ = survivor.communicate(timeout=heartbeat + 60)
+    waited = time.time() - killed_at
+    procs[victim].wait()
+    assert survivor.returncode != 0 and waited < heartbeat + 30, (survivor.returncode, waited)
+    assert "another task died" in out, out[-2000:]

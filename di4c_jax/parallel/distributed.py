@@ -10,6 +10,12 @@ processes decides how they find each other:
                task), Open MPI (mpirun -n > 1), a multi-host Cloud TPU slice; `jax.distributed.initialize()`
                then reads the rest itself
   none         otherwise: a single process, nothing to initialise
+
+When a process dies (killed, out of memory, a lost host), the others stop sending it work only once JAX's
+coordination service misses its heartbeats for `heartbeat_timeout_s` (or it was process 0, which hosts the
+service): they then end with "Terminating process because the JAX distributed service detected fatal errors ...
+another task died" and a non-zero status instead of waiting forever in a collective. Rerun the same command on all
+hosts to resume from the last checkpoint.
 """
 from __future__ import annotations
 
@@ -20,6 +26,7 @@ import jax
 import numpy as np
 
 ENV_NUM_PROCESSES, ENV_PROCESS_ID, ENV_COORDINATOR = "DI4C_NUM_PROCESSES", "DI4C_PROCESS_ID", "JAX_COORDINATOR_ADDRESS"
+ENV_HEARTBEAT = "DI4C_HEARTBEAT_TIMEOUT_S"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -53,7 +60,8 @@ def detected_cluster(environ=os.environ) -> str | None:
 
 
 def initialize_distributed(*, coordinator_address: str | None = None, num_processes: int | None = None,
-                           process_id: int | None = None, timeout_s: int = 300) -> Distributed:
+                           process_id: int | None = None, timeout_s: int = 300,
+                           heartbeat_timeout_s: int | None = None) -> Distributed:
     """Join the other processes of this run, if there are any (see the module doc for the three modes).
 
     Args:
@@ -61,6 +69,8 @@ def initialize_distributed(*, coordinator_address: str | None = None, num_proces
       num_processes: the number of processes (default: $DI4C_NUM_PROCESSES).
       process_id: this process's index in [0, num_processes) (default: $DI4C_PROCESS_ID).
       timeout_s: how long to wait for the other processes.
+      heartbeat_timeout_s: how long a silent process counts as alive (default: $DI4C_HEARTBEAT_TIMEOUT_S, else
+        JAX's 100 s); the bound on how long the others wait after one dies.
     Returns:
       a `Distributed` record. Raises ValueError when only some of the three explicit settings are given or they
       are inconsistent, naming them.
@@ -68,6 +78,10 @@ def initialize_distributed(*, coordinator_address: str | None = None, num_proces
     coordinator_address = coordinator_address or os.environ.get(ENV_COORDINATOR) or None
     num_processes = num_processes if num_processes is not None else _int_env(ENV_NUM_PROCESSES)
     process_id = process_id if process_id is not None else _int_env(ENV_PROCESS_ID)
+    heartbeat = heartbeat_timeout_s if heartbeat_timeout_s is not None else _int_env(ENV_HEARTBEAT)
+    extra = {} if heartbeat is None else {"heartbeat_timeout_seconds": heartbeat}
+    if heartbeat is not None and heartbeat < 1:
+        raise ValueError(f"heartbeat_timeout_s must be >= 1 second, got {heartbeat}")
     given = {"coordinator_address": coordinator_address, "num_processes": num_processes, "process_id": process_id}
     if any(v is not None for v in given.values()):
         missing = [k for k, v in given.items() if v is None]
@@ -82,10 +96,10 @@ def initialize_distributed(*, coordinator_address: str | None = None, num_proces
         if num_processes == 1:
             return Distributed("none", 0, 1)
         jax.distributed.initialize(coordinator_address=coordinator_address, num_processes=num_processes,
-                                   process_id=process_id, initialization_timeout=timeout_s)
+                                   process_id=process_id, initialization_timeout=timeout_s, **extra)
         return Distributed("explicit", jax.process_index(), jax.process_count())
     if detected_cluster() is not None:
-        jax.distributed.initialize(initialization_timeout=timeout_s)
+        jax.distributed.initialize(initialization_timeout=timeout_s, **extra)
         return Distributed("cluster", jax.process_index(), jax.process_count())
     return Distributed("none", 0, 1)
 
