@@ -56,9 +56,11 @@ def _to_numpy(obj: Any) -> Any:
     if isinstance(obj, torch.Tensor):
         t = obj.detach().cpu()
         return t.float().numpy() if t.dtype == torch.bfloat16 else t.numpy()
-    if isinstance(obj, Mapping):
+    # plain containers only: config objects (OmegaConf in Lightning's hyper_parameters) stay as they are, since
+    # walking them would resolve their interpolations
+    if isinstance(obj, dict):
         return {k: _to_numpy(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
+    if type(obj) in (list, tuple):
         return type(obj)(_to_numpy(v) for v in obj)
     return obj
 
@@ -86,7 +88,7 @@ def read_torch(path: str | os.PathLike, *, weights_only: bool = True) -> Any:
 def _to_torch(obj: Any) -> Any:
     torch = _torch()
     if isinstance(obj, np.ndarray):
-        return torch.from_numpy(np.ascontiguousarray(obj))
+        return torch.from_numpy(np.array(obj, order="C", copy=True))  # a copy: torch wants writable memory
     if isinstance(obj, Mapping):
         return {k: _to_torch(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
