@@ -1,13 +1,19 @@
-"""tauLDR U-Net denoiser for pixel grids (sony/di4c:tauldr/lib/networks/networks.py): the DDPM U-Net of score_sde with a
-truncated discretised logistic output head.
+"""tauLDR U-Net denoiser for pixel grids (andrew-cr/tauLDR:lib/networks/networks.py `UNet` with the head of
+lib/models/models.py `ImageX0PredBase`; the Di4C student of sony/di4c:tauldr/lib/networks/networks.py): the DDPM
+U-Net of score_sde with a truncated discretised logistic output head.
 
 x_t int32[B, D] holds sub-pixel levels in [0, S) with D = C*H*W flattened in (C, H, W) order; the network works
-in NHWC on the centred input `2 x / (S - 1) - 1` and returns logits float32[B, D, S] in the same order.
+in NHWC on the centred input `2 x / (S - 1) - 1` and returns logits float32[B, D, S] in the same order. With
+`data_min_max = (0, S - 1)` it is the reference forward pass, its float32 steps where rounding matters (centring,
+`(1000 t) * freq`, the bin centres, two-pass GroupNorm variance, the pooled mean) taken as the reference takes them;
+only summation order and XLA's transcendentals' last ulp differ. The reference's `time_embed_dim` (sinusoid width E;
+time MLP E -> 4E -> 4E) is ours, None meaning E = ch.
 
-lambda (Di4C student): every ResBlock adds `dense1(silu(lemb))` after the time embedding, with `dense1`
-zero-initialised when `lam_zero_init`, so a fresh student equals its teacher exactly. As in the reference, the down
-path uses `lemb = MLP(silu(Dense([sin(1000 lam); sin(1000 t)])))` and the middle and up path additionally mix in
-the spatial mean of the bottleneck feature map (`lam_hidden_mix=True`; False uses the down-path embedding everywhere).
+lambda (Di4C student, `lam_style='embed'`): every ResBlock adds `dense1(silu(lemb))` after the time embedding, with
+`dense1` zero-initialised when `lam_zero_init`, so a fresh student equals its teacher exactly. As in the reference,
+the down path uses `lemb = MLP(silu(Dense([sin(1000 lam); sin(1000 t)])))` (raw sinusoids, E wide each; MLP
+E -> 4E -> 4E) and the middle and up path mix in the spatial mean of the bottleneck feature map instead
+(`lam_hidden_mix=True`, the reference; False uses the down-path embedding everywhere).
 """
 from __future__ import annotations
 
@@ -15,6 +21,7 @@ import math
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 
 from di4c_jax.models.kinds import MODEL_KINDS
@@ -32,7 +39,8 @@ _torch_init = nnx.initializers.variance_scaling(1.0 / 3.0, "fan_in", "uniform")
 
 
 def _group_norm(ch: int, rngs) -> nnx.GroupNorm:
-    return nnx.GroupNorm(ch, num_groups=min(ch // 4, 32), epsilon=1e-6, rngs=rngs)
+    """The reference GroupNorm: min(C // 4, 32) groups, eps 1e-6, two-pass (not E[x^2] - E[x]^2) variance."""
+    return nnx.GroupNorm(ch, num_groups=min(ch // 4, 32), epsilon=1e-6, use_fast_variance=False, rngs=rngs)
 
 
 def _skip(x, h, rescale: bool):
@@ -42,14 +50,15 @@ def _skip(x, h, rescale: bool):
 def truncated_logistic_logits(mu: jax.Array, log_scale: jax.Array, num_levels: int) -> jax.Array:
     """Truncated discretised logistic (andrew-cr/tauLDR:lib/models/models.py): mu, log_scale [...] -> logits float32[..., S].
 
-    Bin k covers [c_k - w/2, c_k + w/2] with w = 2/S and centres c_k = -1 + w/2 + k w; the logit is
-    log(sigmoid(r) - sigmoid(l)) computed as logsigmoid(r) + log1p(-exp(logsigmoid(l) - logsigmoid(r)) + 1e-6)
-    with inverse scale exp(2 - log_scale). Mass outside [-1, 1] is dropped; softmax renormalises.
+    Bin k covers [c_k - w/2, c_k + w/2] with w = 2/S and centres c_k = -1 + w/2 + k w (computed in float64, then
+    rounded: the values of the reference's float32 torch.linspace); the logit is log(sigmoid(r) - sigmoid(l))
+    computed as logsigmoid(r) + log1p(-exp(logsigmoid(l) - logsigmoid(r)) + 1e-6) with inverse scale
+    exp(2 - log_scale). Mass outside [-1, 1] is dropped; softmax renormalises.
     """
     mu = mu.astype(jnp.float32)[..., None]
     inv_scale = jnp.exp(-(log_scale.astype(jnp.float32)[..., None] - 2.0))
     width = 2.0 / num_levels
-    centres = jnp.linspace(-1.0 + width / 2, 1.0 - width / 2, num_levels, dtype=jnp.float32)
+    centres = jnp.asarray((-1.0 + width / 2 + width * np.arange(num_levels)).astype(np.float32))
     log_right = jax.nn.log_sigmoid((centres + width / 2 - mu) * inv_scale)
     log_left = jax.nn.log_sigmoid((centres - width / 2 - mu) * inv_scale)
     return log_right + jnp.log1p(-jnp.exp(log_left - log_right) + 1e-6)
@@ -97,15 +106,19 @@ class AttnBlock(nnx.Module):
 
 
 class LamEmbedding(nnx.Module):
-    """[sin(1000 lam); sin(1000 t) (; extra)] -> Dense -> silu -> Dense -> silu -> Dense: the reference lemb."""
+    """[sin(1000 lam); sin(1000 t) (; extra)] -> Dense -> silu -> Dense -> silu -> Dense: the reference lemb.
 
-    def __init__(self, ch, extra_dim, out_dim, *, rngs):
-        self.ch = ch
-        self.mix = nnx.Linear(2 * ch + extra_dim, ch, rngs=rngs)
-        self.dense0, self.dense1 = nnx.Linear(ch, out_dim, rngs=rngs), nnx.Linear(out_dim, out_dim, rngs=rngs)
+    (lam f32[B], t f32[B], extra f32[B, extra_dim] | None) -> f32[B, out_dim]; the sinusoids are `dim` wide each.
+    Reference names: `mix` = tlam_mix / h_t_lam_mix, `dense0`, `dense1` = (h)lemb_modules.0, .1.
+    """
+
+    def __init__(self, dim, extra_dim, out_dim, *, rngs):
+        self.dim = dim
+        self.mix = nnx.Linear(2 * dim + extra_dim, dim, rngs=rngs)
+        self.dense0, self.dense1 = nnx.Linear(dim, out_dim, rngs=rngs), nnx.Linear(out_dim, out_dim, rngs=rngs)
 
     def __call__(self, lam, t, extra=None):
-        parts = [lambda_features(lam, self.ch), time_features(t, self.ch)] + ([] if extra is None else [extra])
+        parts = [lambda_features(lam, self.dim), time_features(t, self.dim)] + ([] if extra is None else [extra])
         e = jax.nn.silu(self.mix(jnp.concatenate(parts, axis=-1)))
         return self.dense1(jax.nn.silu(self.dense0(e)))
 
@@ -117,7 +130,8 @@ class UNetDenoiser(nnx.Module):
     def __init__(self, *, num_states: int, channels: int, resolution: int, ch: int = 128,
                  ch_mult=(1, 2, 2, 2), num_res_blocks: int = 2, attn_resolutions=(16,), dropout: float = 0.1,
                  skip_rescale: bool = True, lam_style: str | None = None, lam_zero_init: bool = True,
-                 lam_hidden_mix: bool = True, compute_dtype=None, remat: str = "none", rngs: nnx.Rngs):
+                 lam_hidden_mix: bool = True, time_embed_dim: int | None = None, compute_dtype=None,
+                 remat: str = "none", rngs: nnx.Rngs):
         if lam_style not in (None, "embed"):
             raise ValueError(f"unet supports lam_style None or 'embed', got {lam_style!r}")
         mixture = lam_style is not None
@@ -128,8 +142,10 @@ class UNetDenoiser(nnx.Module):
         self.num_positions, self.num_classes = channels * resolution * resolution, 0
         self.mixture, self.lam_hidden_mix, self.ch, self.levels = mixture, lam_hidden_mix, ch, levels
         self.num_res_blocks, self.dtype, self.remat = num_res_blocks, compute_dtype, check_remat(remat)
-        temb_dim = 4 * ch
-        self.temb0, self.temb1 = nnx.Linear(ch, temb_dim, rngs=rngs), nnx.Linear(temb_dim, temb_dim, rngs=rngs)
+        self.embed_dim = embed_dim = ch if time_embed_dim is None else time_embed_dim
+        temb_dim = 4 * embed_dim
+        self.temb0 = nnx.Linear(embed_dim, temb_dim, rngs=rngs)
+        self.temb1 = nnx.Linear(temb_dim, temb_dim, rngs=rngs)
         kw = dict(dropout=dropout, skip_rescale=skip_rescale, mixture=mixture, lam_zero_init=lam_zero_init,
                   dtype=compute_dtype, rngs=rngs)
         attn = lambda c: AttnBlock(c, skip_rescale=skip_rescale, dtype=compute_dtype, rngs=rngs)  # noqa: E731
@@ -152,9 +168,9 @@ class UNetDenoiser(nnx.Module):
         self.mid = nnx.List([ResBlock(in_ch, in_ch, temb_dim, **kw), attn(in_ch),
                              ResBlock(in_ch, in_ch, temb_dim, **kw)])
         if mixture:
-            self.lam_down = LamEmbedding(ch, 0, temb_dim, rngs=rngs)
+            self.lam_down = LamEmbedding(embed_dim, 0, temb_dim, rngs=rngs)
             if lam_hidden_mix:
-                self.lam_up = LamEmbedding(ch, in_ch, temb_dim, rngs=rngs)
+                self.lam_up = LamEmbedding(embed_dim, in_ch, temb_dim, rngs=rngs)
         for level in reversed(range(levels)):
             for _ in range(num_res_blocks + 1):
                 up.append(ResBlock(in_ch + skips.pop(), ch * ch_mult[level], temb_dim, **kw))
@@ -177,7 +193,7 @@ class UNetDenoiser(nnx.Module):
     def __call__(self, x_t, t, lam, cond, *, rngs: nnx.Rngs | None = None) -> jax.Array:
         b, c, r, s = x_t.shape[0], self.channels, self.resolution, self.num_states
         centred = (2.0 * x_t.reshape(b, c, r, r).transpose(0, 2, 3, 1).astype(jnp.float32) / (s - 1) - 1.0)
-        temb = self.temb1(jax.nn.silu(self.temb0(time_features(t, self.ch))))
+        temb = self.temb1(jax.nn.silu(self.temb0(time_features(t, self.embed_dim))))
         lemb = self.lam_down(lam, t) if self.mixture else None
         h = self.conv_in(centred if self.dtype is None else centred.astype(self.dtype))
         hs, blocks = [h], iter(self.down)
@@ -190,7 +206,8 @@ class UNetDenoiser(nnx.Module):
                 h = next(blocks)(jnp.pad(h, ((0, 0), (0, 1), (0, 1), (0, 0))))
                 hs.append(h)
         if self.mixture and self.lam_hidden_mix:
-            lemb = self.lam_up(lam, t, jnp.mean(h.astype(jnp.float32), axis=(1, 2)))
+            pooled = jnp.mean(jnp.mean(h.astype(jnp.float32), axis=2), axis=1)  # over W, then H (the reference)
+            lemb = self.lam_up(lam, t, pooled)
         h = self._res(self.mid[0], h, temb, lemb, rngs)
         h = self._res(self.mid[2], self._attn(self.mid[1], h), temb, lemb, rngs)
         blocks = iter(self.up)
