@@ -11,7 +11,7 @@ from _tiny_cli import TINY
 from di4c_jax.interop import export_checkpoint, load_checkpoint
 from di4c_jax.interop.mdlm import REFERENCE_OPTIONS
 from di4c_jax.models import build_denoiser
-from experiments import convert, run as runner
+from experiments import convert, export, run as runner
 
 SEQ_LEN = 16
 
@@ -44,5 +44,11 @@ def test_sdtt_folder_to_distilled_student_on_bpe_text(tmp_path, capsys):
     assert not (workdir / "teacher").exists()
     rows = json.loads((workdir / "results.json").read_text())["rows"]
     assert {r["model"] for r in rows} == {"teacher", "student"}
-    student_cfg = json.loads((workdir / "config.json").read_text())
-    assert student_cfg["teacher_workdir"] == str(tmp_path / "teacher_workdir")
+
+    # the distilled student back out in the reference's layout: a mixture network with the lambda token
+    assert export.main(["--workdir", str(workdir), "--family", "sdtt", "--out", str(tmp_path / "student_out")]) == 0
+    student, student_params = load_checkpoint(tmp_path / "student_out", "sdtt")
+    assert student.mixture and student.num_states == 401
+    assert student.model_config["lam_style"] == "token"
+    for name, value in back.items():   # the student started from the teacher and kept its shapes
+        assert jax.tree.structure(value) == jax.tree.structure(student_params[name]), name
