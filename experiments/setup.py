@@ -8,7 +8,8 @@ Data kinds (config.data.kind), each a registered builder with its own options da
   pystdlib_text  the Python standard library's source files as characters.
 A user's own data (`--data` on the command line; the generic evaluator scores it against the held-out rows, which
 a seeded split takes out of the data: `holdout` a fraction or a row count, `split_seed`):
-  npy          path: int tokens [num, D] (vocab inferred as max + 1, or vocab_size).
+  npy          path: int tokens [num, D] (vocab inferred as max + 1, or vocab_size); labels: optional .npy of
+               int[num] class labels (num_classes inferred as max + 1, or given).
   tfds         name (digits | mnist | cifar10 | lm1b), split, data_dir, download, seq_len (lm1b).
   text_folder  path: a folder of text files (pattern '*.txt'), tokenizer 'char' | 'byte' | 'bpe:PATH', seq_len,
                wrap (bpe: each file a document in MDLM's wrapped blocks).
@@ -166,12 +167,15 @@ def _build_pystdlib(cfg: TextData, workdir: Path) -> DataBundle:
 class NpyData:
     path: str
     vocab_size: int | None = None
+    labels: str = ""  # optional int[num] class labels (.npy) for class-conditional data
+    num_classes: int | None = None  # with labels: max label + 1 when None
     holdout: float = 0.1  # a fraction of the rows, or a row count (>= 1)
     split_seed: int = 0
 
 
 def _build_npy(cfg: NpyData, workdir: Path) -> DataBundle:
-    source, info = data_lib.npy_dataset(cfg.path, vocab_size=cfg.vocab_size)
+    source, info = data_lib.npy_dataset(cfg.path, vocab_size=cfg.vocab_size, labels_path=cfg.labels or None,
+                                        num_classes=cfg.num_classes)
     return _held_out(source, dataclasses.replace(info, name=Path(cfg.path).name), cfg)
 
 

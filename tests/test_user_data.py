@@ -82,3 +82,18 @@ def test_runner_on_a_npy_file_of_tokens(tmp_path, capsys):
     for row in results["rows"]:
         assert 0.0 <= row["tv"] <= 1.0 and 0.0 < row["tv_noise_floor"] < 1.0
         assert 0.0 < row["heldout_nelbo_per_token"] < 3.0 and row["unigram_entropy"] >= 0.0
+
+
+def test_npy_tokens_with_class_labels(tmp_path):
+    from di4c_jax.data import npy_dataset
+
+    np.save(tmp_path / "tokens.npy", np.arange(12, dtype=np.int32).reshape(4, 3) % 5)
+    np.save(tmp_path / "labels.npy", np.array([0, 2, 1, 2], np.int64))
+    source, info = npy_dataset(tmp_path / "tokens.npy", labels_path=tmp_path / "labels.npy")
+    assert info.num_classes == 3 and int(source[1]["label"]) == 2 and info.vocab_size == 5
+    np.save(tmp_path / "bad.npy", np.zeros((4, 2), np.int32))
+    with pytest.raises(ValueError, match="labels must be int\\[num\\], got shape \\(4, 2\\)"):
+        npy_dataset(tmp_path / "tokens.npy", labels_path=tmp_path / "bad.npy")
+    np.save(tmp_path / "short.npy", np.zeros(3, np.int32))
+    with pytest.raises(ValueError, match="got 3 labels for 4 examples"):
+        npy_dataset(tmp_path / "tokens.npy", labels_path=tmp_path / "short.npy")

@@ -145,7 +145,13 @@ def load_token_file(path: str | os.PathLike) -> np.ndarray:
         raise ValueError(f"{path} is truncated or corrupt ({err}); {EXPECTED_FILE}") from None
 
 
-def npy_dataset(path: str | os.PathLike, *, vocab_size: int | None = None) -> tuple[ArraySource, DataInfo]:
-    """Loads int tokens [num, D] from a `.npy` file (`load_token_file`: no pickles); see `array_dataset` for the
-    checks."""
-    return array_dataset(load_token_file(path), vocab_size=vocab_size, name=os.fspath(path))
+def npy_dataset(path: str | os.PathLike, *, vocab_size: int | None = None, labels_path: str | os.PathLike | None = None,
+                num_classes: int | None = None) -> tuple[ArraySource, DataInfo]:
+    """Loads int tokens [num, D] from a `.npy` file (`load_token_file`: no pickles), and optionally class labels
+    int[num] from a second one (class-conditional data, e.g. MaskGIT's VQ tokens of ImageNet); see `array_dataset`
+    for the checks."""
+    labels = None if not labels_path else load_token_file(labels_path)
+    if labels is not None and labels.ndim != 1:
+        raise ValueError(f"{os.fspath(labels_path)}: labels must be int[num], got shape {labels.shape}")
+    return array_dataset(load_token_file(path), vocab_size=vocab_size, labels=labels, num_classes=num_classes,
+                         name=os.fspath(path))
