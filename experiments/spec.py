@@ -117,6 +117,10 @@ class SampleSpec:
         for name in ("teacher_steps", "student_steps"):
             if any(n < 1 for n in getattr(self, name)):
                 raise ValueError(f"sample.{name} must be step counts >= 1, got {getattr(self, name)}")
+            repeated = sorted({n for n in getattr(self, name) if getattr(self, name).count(n) > 1})
+            if repeated:  # each count is one sample file; a repeat would write it twice with different keys
+                raise ValueError(f"sample.{name}={getattr(self, name)} repeats {repeated}; give each step count once "
+                                 f"(a tuple override given twice on the command line is appended to, not replaced)")
         for pair in self.hybrid:
             if len(pair) != 2 or not 1 <= pair[1] <= pair[0]:
                 raise ValueError(f"sample.hybrid holds (num_steps, teacher_steps) pairs with 1 <= teacher_steps <= "

@@ -52,11 +52,13 @@ def trained(tmp_path_factory):
     ("--config.distill.loss.num_lambda=0", r"distill\.loss: .*num_lambda .*must be >= 1, got 0"),
     ("--config.sample.num_samples=0", r"sample\.num_samples must be >= 1, got 0"),
     ("--config.sample.student_steps=(0,)", r"sample\.student_steps must be step counts >= 1, got \(2, 0\)"),
+    ("--config.sample.teacher_steps=(2,4)", r"sample\.teacher_steps=\(2, 2, 4\) repeats \[2\]; give each step count "
+                                            r"once \(a tuple override given twice"),
     ("--config.teacher.optim.learning_rat=0.1", r"teacher\.optim has no field\(s\) \['learning_rat'\]"),
     ("--config.sample.samplesize=3", r"sample has no field\(s\) \['samplesize'\]"),
     ("--config.teacher.steps=abc", r"--config\.teacher\.steps=abc: invalid literal for int"),
 ], ids=["negative_lr", "zero_lr", "zero_steps", "negative_steps", "zero_batch", "negative_batch", "zero_N",
-        "zero_samples", "zero_sample_steps", "mistyped_optim_key", "unknown_sample_key", "steps_not_a_number"])
+        "zero_samples", "zero_sample_steps", "repeated_sample_steps", "mistyped_optim_key", "unknown_sample_key", "steps_not_a_number"])
 def test_bad_config_value_is_one_line_naming_the_field(tmp_path, capsys, override, pattern):
     workdir = tmp_path / "run"
     assert_error(capsys, cli(workdir, override), pattern)

@@ -26,7 +26,8 @@ KILL_POINTS = [("stage train_teacher", 2.0), ("stage train_teacher", 5.0), ("sta
 
 def _start(workdir):
     env = {**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": "--xla_force_host_platform_device_count=8"}
-    cmd = [sys.executable, "-m", "experiments.run", f"--workdir={workdir}", *TINY, *TINY_DATA, *LONGER]
+    tiny = [arg for arg in TINY if not arg.startswith("--config.sample.teacher_steps")]  # LONGER sets it
+    cmd = [sys.executable, "-m", "experiments.run", f"--workdir={workdir}", *tiny, *TINY_DATA, *LONGER]
     return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
