@@ -1,8 +1,17 @@
-"""Test configuration: 8 simulated CPU devices (set before jax is imported) and the `slow` marker."""
+"""Test configuration: 8 simulated CPU devices and one XLA compilation cache per test run (set before jax is
+imported), and the `slow` marker."""
 import os
+import tempfile
 
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+# Many tests compile the same programs (every tiny runner test builds the same networks; the subprocess tests
+# relaunch the same command): one persistent cache shared by the xdist workers and the processes they start
+# compiles each once. Keyed by the program, flags and jax version, so a hit is the same executable; fresh per run.
+_RUN = os.environ.get("PYTEST_XDIST_TESTRUNUID") or str(os.getpid())
+os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", os.path.join(tempfile.gettempdir(), f"di4c-jax-tests-{_RUN}"))
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
 
 import pytest  # noqa: E402
 

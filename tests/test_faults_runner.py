@@ -25,11 +25,8 @@ KILL_POINTS = [("stage train_teacher", 2.0), ("stage train_teacher", 5.0), ("sta
 
 
 def _start(workdir):
-    # one compilation cache for every launch of the same command (each relaunch compiles the same programs)
-    cache = Path(workdir).parent / "jax_cache"
-    env = {**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": "--xla_force_host_platform_device_count=8",
-           "JAX_COMPILATION_CACHE_DIR": str(cache), "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
-           "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0"}
+    # the relaunches share the test run's compilation cache (conftest), so each compiles from it
+    env = {**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": "--xla_force_host_platform_device_count=8"}
     tiny = [arg for arg in TINY if not arg.startswith("--config.sample.teacher_steps")]  # LONGER sets it
     cmd = [sys.executable, "-m", "experiments.run", f"--workdir={workdir}", *tiny, *TINY_DATA, *LONGER]
     return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
