@@ -12,7 +12,7 @@ from di4c_jax.models import build_denoiser, abstract_params
 
 @pytest.mark.parametrize("config", [
     dict(name="dit-tiny", num_states=7, num_positions=5, lam_style="token"),
-    dict(name="unet-tiny", lam_style="embed"),
+    dict(name="mlp-tiny", num_states=5, num_positions=3, lam_style="embed"),
 ])
 def test_save_load_round_trip_is_bit_exact(tmp_path, config):
     denoiser, params = build_denoiser(config, jax.random.key(1))
