@@ -11,17 +11,10 @@ import jax
 import jax.numpy as jnp
 
 from di4c_jax.denoiser import Denoiser
-from di4c_jax.interop import ours
+from di4c_jax.interop import maskgit, mdlm, ours, tauldr  # noqa: F401  (each registers its families)
 from di4c_jax.interop.families import FAMILIES, Family
 from di4c_jax.interop.files import CheckpointError
 from di4c_jax.interop.keys import check_tree
-
-for _module in ("mdlm", "maskgit", "tauldr"):  # each registers its families when present
-    try:
-        __import__(f"di4c_jax.interop.{_module}")
-    except ModuleNotFoundError as _err:
-        if _err.name != f"di4c_jax.interop.{_module}":
-            raise
 
 
 def _denoiser(model_config: dict, params, source: str):
