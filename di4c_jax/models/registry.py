@@ -63,12 +63,18 @@ def model_config(name: str, **overrides) -> ml_collections.ConfigDict:
     return ml_collections.ConfigDict(cfg)
 
 
-def _kwargs(config) -> tuple[type, dict]:
+def _resolved(config) -> dict:
+    """A model config (name, dict or ConfigDict) as a plain dict of `kind` and every constructor argument."""
     if isinstance(config, str):
         config = model_config(config)
     cfg = dict(config.to_dict() if isinstance(config, ml_collections.ConfigDict) else config)
     if "name" in cfg:
         cfg = model_config(cfg.pop("name"), **cfg).to_dict()
+    return cfg
+
+
+def _kwargs(config) -> tuple[type, dict]:
+    cfg = _resolved(config)
     kind = cfg.pop("kind", None)
     if kind not in MODEL_KINDS:
         raise ValueError(f"model config needs kind in {MODEL_KINDS.names()} (or a name), got {kind!r}")
@@ -178,12 +184,7 @@ def make_denoiser(model_config) -> Denoiser:
 
 def config_json(config) -> str:
     """A model config (name, dict or ConfigDict) as canonical JSON: kind and every constructor argument."""
-    if isinstance(config, str):
-        config = model_config(config)
-    cfg = dict(config.to_dict() if isinstance(config, ml_collections.ConfigDict) else config)
-    if "name" in cfg:
-        cfg = model_config(cfg.pop("name"), **cfg).to_dict()
-    return json.dumps(cfg, sort_keys=True, default=list)
+    return json.dumps(_resolved(config), sort_keys=True, default=list)
 
 
 def build_denoiser(model_config, key: jax.Array) -> tuple[Denoiser, Params]:
