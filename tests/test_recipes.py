@@ -58,3 +58,17 @@ def test_recipe_class_defaults_are_the_reference_presets():
         assert (recipe.name, recipe.num_lambda, recipe.time_coeff_scale) == (name, num_lambda, scale)
         assert di4c_config(name) == recipe and type(di4c_config(name)) is cls
     assert TauLDRRecipe.small_time_distillation and not SDTTRecipe.small_time_distillation
+
+
+@pytest.mark.parametrize("name", ["tauldr", "sdtt", "maskgit"])
+def test_time_coeff_floor_interpolates_from_the_sigmoid_to_a_constant(name):
+    t = np.linspace(0.0, 1.0, 11, dtype=np.float32)
+    scale = di4c_config(name).time_coeff_scale
+    sigmoid = 1 / (1 + np.exp(-20 * (t - 0.5)))
+    for floor in (0.0, 0.25, 1.0):
+        coeff = np.asarray(di4c_config(name, time_coeff_floor=floor).time_coeff(t))
+        np.testing.assert_allclose(coeff, scale * (floor + (1 - floor) * sigmoid), rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(np.asarray(di4c_config(name, time_coeff_floor=1.0).time_coeff(t)), scale, rtol=1e-6)
+    for bad in (-0.1, 1.5):
+        with pytest.raises(ValueError, match=rf"time_coeff_floor must be in \[0, 1\], got {bad}"):
+            di4c_config(name, time_coeff_floor=bad)

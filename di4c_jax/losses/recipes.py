@@ -17,7 +17,9 @@ A recipe fixes how times are drawn, which teacher step t -> u is taken and how t
 Every recipe's defaults are its reference's (N = 16 and time weight 1 for tauldr; N = 16 and 0.1 for sdtt; N = 32 and
 0.1 for maskgit). Shared fields: `num_lambda` N (student lambdas at t), `num_composition` M (teacher steps, u-side
 passes and composition samples per item; None: M = N), `control_variate`, `student_dropout` (rngs for the student's
-gradient passes; the u-side target pass is always deterministic), `time_coeff_scale`, and `chunk`: how many of the N
+gradient passes; the u-side target pass is always deterministic), `time_coeff_scale` and `time_coeff_floor` (the data
+correlation weight is scale * (floor + (1 - floor) sigmoid(20 (t - 0.5))); floor 0, the references' form, all but
+switches the data term off below t = 0.5, floor 1 weighs it equally at every t), and `chunk`: how many of the N
 t-side lambdas (and of the M composition copies) one network call takes (`losses.chunked`: memory flat in N; None
 picks the most whose [B, chunk, D, K] log-probabilities, B the global batch as jit sees it, fit the backend's
 budget, 4 MiB on CPU and 64 MiB on GPU/TPU (`chunked.default_chunk`); chunk >= N is the plain, unchunked pass).
@@ -70,6 +72,7 @@ class Di4CRecipe:
     control_variate: bool = True
     student_dropout: bool = True
     time_coeff_scale: float = 1.0
+    time_coeff_floor: float = 0.0  # 0: the references' sigmoid(20 (t - 0.5)); 1: constant in t
     chunk: int | None = None  # lambdas per student t-side call (memory flat in N); None: from the shapes
     reference_teacher: float = 0.0  # probability that an item's x_t comes from the teacher's trajectory
     reference_student: float = 0.0  # ... from the student's own trajectory (data: 1 - the two)
@@ -84,6 +87,8 @@ class Di4CRecipe:
         if self.num_lambda < 1 or (self.num_composition is not None and self.num_composition < 1):
             raise ValueError(f"{self.name}: num_lambda and num_composition must be >= 1, got {self.num_lambda}, "
                              f"{self.num_composition}")
+        if not 0.0 <= self.time_coeff_floor <= 1.0:
+            raise ValueError(f"{self.name}: time_coeff_floor must be in [0, 1], got {self.time_coeff_floor}")
         if self.chunk is not None and self.chunk < 1:
             raise ValueError(f"{self.name}: chunk must be None or >= 1, got {self.chunk}")
         for field in ("reference_teacher", "reference_student"):
@@ -122,7 +127,8 @@ class Di4CRecipe:
         return process.reverse_step(key, x_t, logp, t, u)
 
     def time_coeff(self, t: jax.Array) -> jax.Array:
-        return self.time_coeff_scale * jax.nn.sigmoid(20.0 * (t - 0.5))
+        floor = self.time_coeff_floor
+        return self.time_coeff_scale * (floor + (1.0 - floor) * jax.nn.sigmoid(20.0 * (t - 0.5)))
 
 
 @RECIPES.register("tauldr")
