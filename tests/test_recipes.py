@@ -72,3 +72,12 @@ def test_time_coeff_floor_interpolates_from_the_sigmoid_to_a_constant(name):
     for bad in (-0.1, 1.5):
         with pytest.raises(ValueError, match=rf"time_coeff_floor must be in \[0, 1\], got {bad}"):
             di4c_config(name, time_coeff_floor=bad)
+
+
+def test_time_coeff_scale_above_one_is_rejected_with_the_control_variate():
+    """c (G - F) + KL(teacher || m) holds (1 - c) CE(q, m) in expectation: c > 1 rewards wrong marginals."""
+    for name in ("tauldr", "sdtt", "maskgit"):
+        with pytest.raises(ValueError, match=r"time_coeff_scale must be in \[0, 1\] with the control variate.*got 3"):
+            di4c_config(name, time_coeff_scale=3.0)
+        assert di4c_config(name, time_coeff_scale=3.0, control_variate=False).time_coeff_scale == 3.0
+        assert di4c_config(name, time_coeff_scale=1.0).time_coeff_scale == 1.0

@@ -89,6 +89,12 @@ class Di4CRecipe:
                              f"{self.num_composition}")
         if not 0.0 <= self.time_coeff_floor <= 1.0:
             raise ValueError(f"{self.name}: time_coeff_floor must be in [0, 1], got {self.time_coeff_floor}")
+        # With the control variate the data term is c (G - F) + KL(teacher || m); where the teacher's marginals are
+        # the data's q, its expectation over x0 holds (1 - c) CE(q, m) in the mixture marginals m, so c > 1 rewards
+        # marginals far from the data's (quickstart, uniform process, c = 3: marginal KL 11 nats, TV 0.78).
+        if self.control_variate and not 0.0 <= self.time_coeff_scale <= 1.0:
+            raise ValueError(f"{self.name}: time_coeff_scale must be in [0, 1] with the control variate (above 1 the "
+                             f"data term rewards wrong marginals), got {self.time_coeff_scale}")
         if self.chunk is not None and self.chunk < 1:
             raise ValueError(f"{self.name}: chunk must be None or >= 1, got {self.chunk}")
         for field in ("reference_teacher", "reference_student"):

@@ -14,6 +14,10 @@ lambda conditioning, `lam_style`:
   `att_D + p_z (v_z - att_D)` with `p_z = sigmoid(s_z - logsumexp(s_D))`; each block adds this term times a learned
   per-head gate. Gate 1 is the reference's extra-token attention; `lam_zero_init` starts the gates at 0, so the
   lambda token changes nothing until the gates learn (the sdtt reference instead starts from a random projection).
+  A zero gate is slow to leave: the token's parameters get no gradient while it is 0 and the few gates only see a
+  random token, so a 2-layer student on the HMM benchmark had no lambda dependence for ~800 of its 1000 Di4C steps;
+  with `lam_zero_init=False` (gate 1) it had it from the first 100 and sampled better at every step count
+  (the experiment configs use that).
   Op by op the zero-gate student is bitwise its teacher; under jit XLA fuses the shared intermediates (q, k, v,
   logsumexp) differently, which moves the logits by float rounding only (~1e-6 relative).
   `lam_token_gate=False` drops the gate parameter (fixed at 1): the reference's function and parameters exactly.

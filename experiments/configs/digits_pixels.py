@@ -26,7 +26,9 @@ def get_config(size: str = "default"):
                      optim=dict(learning_rate=1e-3, warmup_steps=200, ema_decay=0.999), loss=dict(objective="ctmc"))
     # The tauLDR recipe with the quickstart's wide teacher step delta ~ LogUniform[0.02, 0.5] (the CIFAR-10 values
     # [1e-3, 1e-2] suit a student sampled with many steps; this one is sampled with 2-8).
-    c.distill = dict(objective="di4c", loss=dict(recipe="tauldr", num_lambda=16, min_delta=0.02, max_delta=0.5),
+    # The data term at every t (time_coeff_floor=1): on the uniform process it took the 4-step TV from 0.104 to 0.081.
+    c.distill = dict(objective="di4c", loss=dict(recipe="tauldr", num_lambda=16, min_delta=0.02, max_delta=0.5,
+                                                 time_coeff_floor=1.0),
                      steps=3000, batch_size=8,
                      checkpoint_every=1000, log_every=100, init_from="raw",
                      optim=dict(learning_rate=2e-4, ema_decay=0.999), rounds=1)
@@ -34,8 +36,8 @@ def get_config(size: str = "default"):
                     num_samples=2000, batch_size=500)
     c.evaluate = dict(classifier_steps=2000, kid_subset_size=200)
     if size == "cpu":
-        c.model = dict(size="dit-tiny", lam_style="token", overrides=dict(hidden=64, depth=2, num_heads=4,
-                                                                           dropout=0.1))
+        c.model = dict(size="dit-tiny", lam_style="token", lam_zero_init=False,  # see text_hmm.py
+                       overrides=dict(hidden=64, depth=2, num_heads=4, dropout=0.1))
         c.teacher.steps = 6000
         c.distill.update(steps=1000, batch_size=16)
     return c

@@ -16,11 +16,16 @@ def get_config():
     c.data = dict(kind="hmm", num_hidden=16, vocab_size=16, seq_len=32, trans_sharpness=4.0, emit_sharpness=3.0,
                   num_train=50_000, num_eval=1_000, seed=7)
     c.process = dict(kind="masked", schedule="loglinear")
-    c.model = dict(size="dit-tiny", lam_style="token", overrides=dict(hidden=64, depth=2, num_heads=4, dropout=0.0))
+    # lam_zero_init=False: the lambda token attends from the first step (gate 1, as the references start). With the
+    # gates at 0 the student stalls: no lambda dependence for ~800 of 1000 HMM steps (README section 1b).
+    c.model = dict(size="dit-tiny", lam_style="token", lam_zero_init=False,
+                   overrides=dict(hidden=64, depth=2, num_heads=4, dropout=0.0))
     c.teacher = dict(steps=8000, batch_size=64, checkpoint_every=2000, log_every=200,
                      optim=dict(learning_rate=1e-3, warmup_steps=200, ema_decay=0.999), loss=dict(objective="mdlm"))
-    # The quickstart's recipe: tauLDR scheme with a wide teacher step delta ~ LogUniform[0.02, 0.5].
-    c.distill = dict(objective="di4c", loss=dict(recipe="tauldr", num_lambda=16, min_delta=0.02, max_delta=0.5),
+    # The quickstart's recipe: tauLDR scheme with a wide teacher step delta ~ LogUniform[0.02, 0.5], the data term at
+    # every t (time_coeff_floor=1).
+    c.distill = dict(objective="di4c", loss=dict(recipe="tauldr", num_lambda=16, min_delta=0.02, max_delta=0.5,
+                                                 time_coeff_floor=1.0),
                      steps=1000, batch_size=16, checkpoint_every=500, log_every=100, init_from="ema",
                      optim=dict(learning_rate=3e-4, ema_decay=0.999), rounds=2)
     c.sample = dict(teacher_steps=(1, 2, 4, 8, 16, 32, 64), student_steps=(1, 2, 4, 8), hybrid=((4, 1),),

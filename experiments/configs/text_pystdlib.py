@@ -15,7 +15,10 @@ def get_config(size: str = "default"):
     c = base_config("Python stdlib characters (masked, L=64)", size)
     c.data = dict(kind="pystdlib_text", seq_len=64, tokenizer="char", max_files=400)
     c.process = dict(kind="masked", schedule="loglinear")
-    c.model = dict(size="dit-tiny", lam_style="token", overrides=dict(hidden=128, depth=4, num_heads=4, dropout=0.0))
+    # lam_zero_init=False: the lambda token attends from the first step (gate 1, as the references start). With the
+    # gates at 0 the student stalls: no lambda dependence for ~800 of 1000 HMM steps (README section 1b).
+    c.model = dict(size="dit-tiny", lam_style="token", lam_zero_init=False,
+                   overrides=dict(hidden=128, depth=4, num_heads=4, dropout=0.0))
     c.teacher = dict(steps=10000, batch_size=64, checkpoint_every=2000, log_every=200,
                      optim=dict(learning_rate=1e-3, warmup_steps=500, ema_decay=0.999), loss=dict(objective="mdlm"))
     c.distill = dict(objective="di4c", loss=dict(recipe="sdtt", num_lambda=16, num_time_bins=128, distil_time=0.05),
@@ -28,7 +31,7 @@ def get_config(size: str = "default"):
         c.model.overrides.update(hidden=64, depth=2)
         c.teacher.steps = 4000
         # The quickstart's recipe: tauLDR scheme with a wide teacher step delta ~ LogUniform[0.02, 0.5].
-        c.distill.loss = dict(recipe="tauldr", num_lambda=16, min_delta=0.02, max_delta=0.5)
+        c.distill.loss = dict(recipe="tauldr", num_lambda=16, min_delta=0.02, max_delta=0.5, time_coeff_floor=1.0)
         c.distill.update(steps=600, batch_size=16, checkpoint_every=300)
         c.distill.optim.learning_rate = 3e-4
         c.sample.update(teacher_steps=(2, 4, 8, 16, 32), student_steps=(2, 4, 8), hybrid=((4, 1),),
