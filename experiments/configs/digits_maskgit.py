@@ -16,8 +16,7 @@ def get_config(size: str = "default"):
     c = base_config("digits tokens, class-conditional MaskGIT", size)
     c.data = dict(kind="digits")
     c.process = dict(kind="masked", schedule="arccos", subs=True)
-    # lam_zero_init=False: the lambda token attends from the first step (gate 1, as the references start). With the
-    # gates at 0 the student stalls: no lambda dependence for ~800 of 1000 HMM steps (README section 1b).
+    # lam_zero_init=False: the lambda gates start open (why: text_hmm.py).
     c.model = dict(size="dit-tiny", class_conditional=True, lam_style="token", lam_zero_init=False,
                    overrides=dict(hidden=96, depth=3, num_heads=4, dropout=0.1))
     c.teacher = dict(steps=6000, batch_size=64, checkpoint_every=2000, log_every=200, label_drop=0.1,

@@ -36,7 +36,7 @@ def get_config(size: str = "default"):
                     num_samples=2000, batch_size=500)
     c.evaluate = dict(classifier_steps=2000, kid_subset_size=200)
     if size == "cpu":
-        c.model = dict(size="dit-tiny", lam_style="token", lam_zero_init=False,  # see text_hmm.py
+        c.model = dict(size="dit-tiny", lam_style="token", lam_zero_init=False,  # gates open (why: text_hmm.py)
                        overrides=dict(hidden=64, depth=2, num_heads=4, dropout=0.1))
         c.teacher.steps = 6000
         c.distill.update(steps=1000, batch_size=16)

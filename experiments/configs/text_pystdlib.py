@@ -15,8 +15,7 @@ def get_config(size: str = "default"):
     c = base_config("Python stdlib characters (masked, L=64)", size)
     c.data = dict(kind="pystdlib_text", seq_len=64, tokenizer="char", max_files=400)
     c.process = dict(kind="masked", schedule="loglinear")
-    # lam_zero_init=False: the lambda token attends from the first step (gate 1, as the references start). With the
-    # gates at 0 the student stalls: no lambda dependence for ~800 of 1000 HMM steps (README section 1b).
+    # lam_zero_init=False: the lambda gates start open (why: text_hmm.py).
     c.model = dict(size="dit-tiny", lam_style="token", lam_zero_init=False,
                    overrides=dict(hidden=128, depth=4, num_heads=4, dropout=0.0))
     c.teacher = dict(steps=10000, batch_size=64, checkpoint_every=2000, log_every=200,
