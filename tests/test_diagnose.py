@@ -6,7 +6,7 @@ import pytest
 
 from di4c_jax import Denoiser
 from di4c_jax.eval.diagnostics import DIAGNOSTICS, diagnose_point, one_step_denoise
-from di4c_jax.processes import Masked
+from di4c_jax.processes import Masked, Uniform
 
 V, D, B = 3, 4, 5
 PROCESS = Masked(vocab_size=V, schedule="linear")  # t = 1 masks every position
@@ -89,3 +89,24 @@ def test_one_step_denoise_draws_one_lambda_per_sequence():
     constant = (out == out[:, :1]).all(axis=1)
     assert constant.mean() > 0.99
     assert abs((out[:, 0] == 0).mean() - 0.5) < 0.04
+
+
+@pytest.mark.parametrize("process", [Masked(vocab_size=V, schedule="linear"), Uniform(num_states=V)],
+                         ids=["masked", "uniform"])
+def test_exact_posterior_loglik_is_bayes_rule(process):
+    """log q(x0 | x_t) from the enumeration equals Bayes' rule done by hand, item by item."""
+    from di4c_jax.eval.diagnostics import exact_posterior_loglik
+    from di4c_jax.eval.exact import all_states
+
+    dims, t = 3, 0.6
+    states = all_states(dims, V)
+    probs = np.random.default_rng(1).dirichlet(np.ones(len(states)))
+    q = np.asarray(process.transition(jnp.asarray([t])))[0].astype(np.float64)
+    x0 = states[np.random.default_rng(2).choice(len(states), 400, p=probs)]
+    x_t = np.asarray(process.sample_xt(jax.random.key(3), jnp.asarray(x0), jnp.full((400,), t)))
+    got = np.asarray(exact_posterior_loglik(process, jnp.asarray(x0), jnp.asarray(x_t), t, states=jnp.asarray(states),
+                                            log_probs=jnp.log(jnp.asarray(probs, jnp.float32))))
+    lik = lambda x, y: np.prod(q[x, y])  # noqa: E731
+    want = [np.log(probs[np.all(states == a, 1)][0] * lik(a, b) / sum(p * lik(s, b) for s, p in zip(states, probs)))
+            for a, b in zip(x0, x_t)]
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)

@@ -77,6 +77,7 @@ def test_diagnose_writes_a_row_per_time_and_mixture_size(workdir):
     assert [(r["t"], r["num_lambda"]) for r in rows] == [(0.5, 2), (0.5, 4), (1.0, 2), (1.0, 4)]
     for r in rows:
         assert r["teacher_loglik"] < 0 and r["marginal_kl"] >= -1e-6 and np.isfinite(r["correlation"])
+        assert r["teacher_loglik"] < r["exact_loglik"] < 0  # the exact law's posterior is the ceiling
     assert "| 1 | 4 |" in (workdir / "diagnose.md").read_text()
     denoised = json.loads((workdir / "diagnose.json").read_text())["denoise"]
     assert [r["t"] for r in denoised] == [0.5, 1.0]

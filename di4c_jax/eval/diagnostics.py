@@ -5,6 +5,8 @@ For data x0 and x_t ~ q(. | x0) at time t, with the student's mixture estimated 
   student_loglik  F = log (1/N) sum_n prod_d p_n(x0_d | x_t): the student mixture's density of the data
   correlation     F - G, G the log product of the mixture's marginals: what the mixture adds over its marginals
   marginal_kl     sum_d KL(teacher marginal || mixture marginal): how far the student's marginals have moved
+  exact_loglik    log q(x0 | x_t) under the true law (only when it is given and small enough to enumerate): the
+                  ceiling of both logliks; its batch mean is -H(x0 | x_t)
 `one_step_denoise` is one network evaluation from the data's own x_t: at t = 1 the 1-step sampler, at t < 1 the
 last step of a sampler whose earlier steps were perfect.
 """
@@ -24,12 +26,13 @@ DIAGNOSTICS = ("teacher_loglik", "student_loglik", "correlation", "marginal_kl")
 
 
 def diagnose_point(key: jax.Array, *, process: Process, teacher: Denoiser, teacher_params: Any, student: Denoiser,
-                   student_params: Any, x0: jax.Array, t: float, num_lambda: int, cond=None) -> dict:
+                   student_params: Any, x0: jax.Array, t: float, num_lambda: int, cond=None,
+                   law: tuple[jax.Array, jax.Array] | None = None) -> dict:
     """Batch means of DIAGNOSTICS at one noise level.
 
     Args: key; process; teacher / student Denoisers and params; x0 int[B, D]; t the noise level; num_lambda N;
-      cond None or int[B].
-    Returns: {name: float} for every name in DIAGNOSTICS.
+      cond None or int[B]; law None or the true law of x0 as (states int[S, D], log-probabilities float[S]).
+    Returns: {name: float} for every name in DIAGNOSTICS, and exact_loglik when `law` is given.
     """
     batch = x0.shape[0]
     k_xt, k_lam = jax.random.split(key)
@@ -44,7 +47,26 @@ def diagnose_point(key: jax.Array, *, process: Process, teacher: Denoiser, teach
         "correlation": mixture_log_likelihood(logp, points, control_variate=True)[:, 0],
         "marginal_kl": kl_sum(teacher_logp, mixture_log_marginal(logp)),
     }
+    if law is not None:
+        values["exact_loglik"] = exact_posterior_loglik(process, x0, x_t, t, states=law[0], log_probs=law[1])
     return {name: float(jnp.mean(v)) for name, v in values.items()}
+
+
+def exact_posterior_loglik(process: Process, x0: jax.Array, x_t: jax.Array, t: float, *, states: jax.Array,
+                           log_probs: jax.Array) -> jax.Array:
+    """log q(x0 | x_t) by enumerating the law's S states: log p(x0) q(x_t | x0) - log sum_s p(s) q(x_t | s).
+
+    Args: process; x0, x_t int[B, D]; t the noise level; states int[S, D] (every state of positive probability,
+      x0's among them); log_probs float[S].
+    Returns: float32[B].
+    """
+    log_q = jnp.log(process.transition(jnp.asarray([t], jnp.float32))[0])  # [K_from, K_to]
+    d = jnp.arange(x_t.shape[1])
+    log_lik = jax.vmap(lambda x: jnp.sum(log_q[states[:, d], x[None, d]], axis=1))(x_t)  # [B, S]
+    log_joint = log_probs[None, :] + log_lik
+    is_x0 = jnp.all(states[None, :, :] == x0[:, None, :], axis=2)
+    return (jax.nn.logsumexp(jnp.where(is_x0, log_joint, -jnp.inf), axis=1)
+            - jax.nn.logsumexp(log_joint, axis=1))
 
 
 def one_step_denoise(key: jax.Array, *, process: Process, denoiser: Denoiser, params: Any, x0: jax.Array, t: float,
