@@ -9,8 +9,8 @@ For held-out data x0 and x_t ~ q(. | x0) at each t, with the student's mixture e
   student_loglik  F = log (1/N) sum_n prod_d p_n(x0_d | x_t): the student mixture's density of the data
   correlation     F - G, G the log product of the mixture's marginals: what the mixture adds over its marginals
   marginal_kl     sum_d KL(teacher marginal || mixture marginal): how far the student's marginals have moved
-  exact_loglik    (the exact benchmark) log q(x0 | x_t) under the true law, by enumeration: the ceiling of both
-                  logliks in expectation (its mean is -H(x0 | x_t))
+  exact_loglik    log q(x0 | x_t) under the true law (the exact benchmark by enumeration, the HMM language by the
+                  forward algorithm): the ceiling of both logliks in expectation (its mean is -H(x0 | x_t))
 Higher student_loglik than teacher_loglik means the mixture captures correlations the product teacher cannot; a
 growing marginal_kl with it means the student's marginals drift from the teacher's.
 
@@ -33,6 +33,8 @@ import numpy as np
 from absl import app, flags
 
 from di4c_jax.eval import diagnose_point, one_step_denoise, sample_hmm
+from di4c_jax.eval.diagnostics import exact_posterior_loglik
+from di4c_jax.eval.hmm import hmm_masked_posterior_loglik
 from di4c_jax.eval.exact import all_states
 from experiments import stages
 from experiments.evaluation import make_scorer, source_array
@@ -75,6 +77,19 @@ def denoise_rows(setup, nets: dict, times: list[float], num: int, chunk: int = 8
     return rows, int(x0.shape[0])
 
 
+def exact_posterior(setup):
+    """(x0, x_t, t) -> log q(x0 | x_t) [B] under the experiment's true law, or None where there is none: the exact
+    benchmark by enumeration, the HMM language (masked process) by the forward algorithm."""
+    if setup.law is not None:
+        probs = setup.law.probs()
+        keep = probs > 0
+        states = jnp.asarray(all_states(setup.num_dims, setup.info.vocab_size)[keep])
+        return partial(exact_posterior_loglik, setup.process, states=states, log_probs=jnp.log(jnp.asarray(probs[keep])))
+    if setup.hmm is not None and setup.process.absorbing:
+        return lambda x0, x_t, t: hmm_masked_posterior_loglik(x0, x_t, setup.process.mask_id, *setup.hmm)
+    return None
+
+
 def run(workdir: Path, round_index: int, times: list[float], lambdas: list[int], num: int,
         denoise: int = 0) -> list[dict]:
     setup = setup_from_workdir(workdir)
@@ -85,11 +100,7 @@ def run(workdir: Path, round_index: int, times: list[float], lambdas: list[int],
     x0 = jnp.asarray(source_array(setup.eval_source)[0][:num])
     teacher, student = stages.load_teacher(setup), stages.load_student(setup, round_index)
     jitted = lambda net: net.denoiser.with_apply(jax.jit(net.denoiser.apply))  # noqa: E731
-    law = None
-    if setup.law is not None:  # the exact benchmark: log q(x0 | x_t) by enumeration, the ceiling of both logliks
-        probs = setup.law.probs()
-        keep = probs > 0
-        law = (jnp.asarray(all_states(setup.num_dims, setup.info.vocab_size)[keep]), jnp.log(jnp.asarray(probs[keep])))
+    exact = exact_posterior(setup)
     rows = []
     for i, t in enumerate(times):
         for n in lambdas:
@@ -97,7 +108,7 @@ def run(workdir: Path, round_index: int, times: list[float], lambdas: list[int],
             rows.append({"t": t, "num_lambda": n,
                          **diagnose_point(key, process=setup.process, teacher=jitted(teacher),
                                           teacher_params=teacher.params, student=jitted(student),
-                                          student_params=student.params, x0=x0, t=t, num_lambda=n, law=law)})
+                                          student_params=student.params, x0=x0, t=t, num_lambda=n, exact_posterior=exact)})
     meta = {"workdir": str(workdir), "student": stages.student_name(round_index), "num_sequences": int(x0.shape[0])}
     out = {"meta": meta, "rows": rows}
     if denoise:

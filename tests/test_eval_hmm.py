@@ -85,3 +85,24 @@ def test_window_tokens_pools_every_run_of_consecutive_tokens():
     np.testing.assert_array_equal(window_tokens(x, 2), [[0, 1], [1, 2], [3, 4], [4, 5]])
     with pytest.raises(ValueError, match="window"):
         window_tokens(x, 4)
+
+
+def test_masked_posterior_is_bayes_rule_over_the_completions(hmm):
+    """log q(x0 | x_t) = log p(x0) - log sum of p over every completion of x_t's masked positions (enumerated)."""
+    from di4c_jax.eval.hmm import hmm_masked_posterior_loglik
+
+    x0 = np.asarray(sample_hmm(jax.random.key(5), 6, L, *hmm)[0])
+    masks = np.random.default_rng(0).random(x0.shape) < 0.5
+    masks[0] = False  # nothing masked: log q = 0
+    masks[1] = True  # everything masked: log q = log p(x0)
+    x_t = np.where(masks, V, x0)
+    got = np.asarray(hmm_masked_posterior_loglik(jnp.asarray(x0), jnp.asarray(x_t), V, *hmm))
+    every = all_states(L, V)
+    log_p = np.asarray(hmm_log_likelihood(jnp.asarray(every), *hmm), np.float64)
+    for i in range(len(x0)):
+        fits = np.all((every == x_t[i]) | masks[i], axis=1)
+        want = log_p[state_index(x0[i][None], V)[0]] - np.log(np.exp(log_p[fits]).sum())
+        assert got[i] == pytest.approx(want, abs=1e-4)
+    assert got[0] == pytest.approx(0.0, abs=1e-5)
+    with pytest.raises(ValueError, match="mask_id must be the vocabulary size 4"):
+        hmm_masked_posterior_loglik(jnp.asarray(x0), jnp.asarray(x_t), 7, *hmm)

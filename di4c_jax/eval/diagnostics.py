@@ -5,14 +5,14 @@ For data x0 and x_t ~ q(. | x0) at time t, with the student's mixture estimated 
   student_loglik  F = log (1/N) sum_n prod_d p_n(x0_d | x_t): the student mixture's density of the data
   correlation     F - G, G the log product of the mixture's marginals: what the mixture adds over its marginals
   marginal_kl     sum_d KL(teacher marginal || mixture marginal): how far the student's marginals have moved
-  exact_loglik    log q(x0 | x_t) under the true law (only when it is given and small enough to enumerate): the
-                  ceiling of both logliks; its batch mean is -H(x0 | x_t)
+  exact_loglik    log q(x0 | x_t) under the true law (when the caller can compute it): the ceiling of both
+                  logliks in expectation; its batch mean estimates -H(x0 | x_t)
 `one_step_denoise` is one network evaluation from the data's own x_t: at t = 1 the 1-step sampler, at t < 1 the
 last step of a sampler whose earlier steps were perfect.
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
@@ -27,12 +27,13 @@ DIAGNOSTICS = ("teacher_loglik", "student_loglik", "correlation", "marginal_kl")
 
 def diagnose_point(key: jax.Array, *, process: Process, teacher: Denoiser, teacher_params: Any, student: Denoiser,
                    student_params: Any, x0: jax.Array, t: float, num_lambda: int, cond=None,
-                   law: tuple[jax.Array, jax.Array] | None = None) -> dict:
+                   exact_posterior: Callable[[jax.Array, jax.Array, float], jax.Array] | None = None) -> dict:
     """Batch means of DIAGNOSTICS at one noise level.
 
     Args: key; process; teacher / student Denoisers and params; x0 int[B, D]; t the noise level; num_lambda N;
-      cond None or int[B]; law None or the true law of x0 as (states int[S, D], log-probabilities float[S]).
-    Returns: {name: float} for every name in DIAGNOSTICS, and exact_loglik when `law` is given.
+      cond None or int[B]; exact_posterior None or (x0, x_t, t) -> float[B], log q(x0 | x_t) under the true law
+      (`exact_posterior_loglik`, `eval.hmm.hmm_masked_posterior_loglik`).
+    Returns: {name: float} for every name in DIAGNOSTICS, and exact_loglik when `exact_posterior` is given.
     """
     batch = x0.shape[0]
     k_xt, k_lam = jax.random.split(key)
@@ -47,8 +48,8 @@ def diagnose_point(key: jax.Array, *, process: Process, teacher: Denoiser, teach
         "correlation": mixture_log_likelihood(logp, points, control_variate=True)[:, 0],
         "marginal_kl": kl_sum(teacher_logp, mixture_log_marginal(logp)),
     }
-    if law is not None:
-        values["exact_loglik"] = exact_posterior_loglik(process, x0, x_t, t, states=law[0], log_probs=law[1])
+    if exact_posterior is not None:
+        values["exact_loglik"] = exact_posterior(x0, x_t, t)
     return {name: float(jnp.mean(v)) for name, v in values.items()}
 
 

@@ -74,6 +74,18 @@ def hmm_log_likelihood(tokens, log_init, log_trans, log_emit) -> jax.Array:
     return hmm_prefix_log_likelihood(tokens, log_init, log_trans, log_emit)[:, -1]
 
 
+def hmm_masked_posterior_loglik(x0, x_t, mask_id: int, log_init, log_trans, log_emit) -> jax.Array:
+    """log q(x0 | x_t) for a masked x_t of HMM text x0 -> float32[n]: log p(x0) - log p(the unmasked tokens),
+    the masked positions summed out by giving the mask an emission probability of 1 in every hidden state (the
+    mask pattern is independent of x0 under a masked process). x0, x_t: int[n, L]; mask_id: the mask token (V)."""
+    _, v = _check_params(log_init, log_trans, log_emit)
+    if mask_id != v:
+        raise ValueError(f"mask_id must be the vocabulary size {v} (the masked process's mask), got {mask_id}")
+    log_emit_masked = jnp.concatenate([log_emit, jnp.zeros((log_emit.shape[0], 1), log_emit.dtype)], axis=1)
+    visible = _prefix_log_likelihood(jnp.asarray(x_t, jnp.int32), log_init, log_trans, log_emit_masked)[:, -1]
+    return hmm_log_likelihood(x0, log_init, log_trans, log_emit) - visible
+
+
 def hmm_entropy_rate(key, log_init, log_trans, log_emit, num_samples: int = 256, length: int = 512,
                      burn_in: int = 64) -> tuple[float, float]:
     """Monte-Carlo entropy rate in nats/token -> (estimate, standard error).
