@@ -34,8 +34,8 @@ from absl import app, flags
 
 from di4c_jax.eval import diagnose_point, one_step_denoise, sample_hmm
 from di4c_jax.eval.diagnostics import exact_posterior_loglik
-from di4c_jax.eval.hmm import hmm_masked_posterior_loglik
 from di4c_jax.eval.exact import all_states
+from di4c_jax.eval.hmm import hmm_masked_posterior_loglik
 from experiments import stages
 from experiments.evaluation import make_scorer, source_array
 from experiments.setup import setup_from_workdir
@@ -84,7 +84,8 @@ def exact_posterior(setup):
         probs = setup.law.probs()
         keep = probs > 0
         states = jnp.asarray(all_states(setup.num_dims, setup.info.vocab_size)[keep])
-        return partial(exact_posterior_loglik, setup.process, states=states, log_probs=jnp.log(jnp.asarray(probs[keep])))
+        log_probs = jnp.log(jnp.asarray(probs[keep]))
+        return partial(exact_posterior_loglik, setup.process, states=states, log_probs=log_probs)
     if setup.hmm is not None and setup.process.absorbing:
         return lambda x0, x_t, t: hmm_masked_posterior_loglik(x0, x_t, setup.process.mask_id, *setup.hmm)
     return None
@@ -108,7 +109,8 @@ def run(workdir: Path, round_index: int, times: list[float], lambdas: list[int],
             rows.append({"t": t, "num_lambda": n,
                          **diagnose_point(key, process=setup.process, teacher=jitted(teacher),
                                           teacher_params=teacher.params, student=jitted(student),
-                                          student_params=student.params, x0=x0, t=t, num_lambda=n, exact_posterior=exact)})
+                                          student_params=student.params, x0=x0, t=t, num_lambda=n,
+                                          exact_posterior=exact)})
     meta = {"workdir": str(workdir), "student": stages.student_name(round_index), "num_sequences": int(x0.shape[0])}
     out = {"meta": meta, "rows": rows}
     if denoise:

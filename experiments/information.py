@@ -3,10 +3,11 @@
     python -m experiments.information --config experiments/configs/digits_pixels.py:cpu \
         [--config.process.time_base=3.0 ...] [--times 0.01,0.1,0.25,0.5,0.75,0.9,1]
 
-x0^d follows the per-dimension marginals of the experiment's held-out split (its training split if it has none). A schedule suits the data when the
-information falls over the whole time axis; where it is already ~0 at some t < 1, the sampling steps above that t
-and the training times drawn there are wasted (README section 5). Prints one row per t: the information summed over
-the D dimensions and its share of the t = 0 value (the summed per-dimension entropies).
+x0^d follows the per-dimension marginals of the experiment's held-out split (its training split if it has none).
+A schedule suits the data when the information falls over the whole time axis; where it is already ~0 at some
+t < 1, the sampling steps above that t and the training times drawn there are wasted (README section 5). Prints one
+row per t: the information summed over the D dimensions and its share of the t = 0 value (the summed per-dimension
+entropies).
 """
 from __future__ import annotations
 
@@ -27,6 +28,7 @@ def information_table(config, times: Sequence[float]) -> list[dict]:
     """Rows {t, nats, share} for the process and held-out data of `config` (an experiment ConfigDict)."""
     import jax.numpy as jnp
 
+    from di4c_jax.eval.generic import marginals
     from di4c_jax.processes.information import mutual_information
     from experiments.evaluation import source_array
     from experiments.setup import build_setup
@@ -38,9 +40,7 @@ def information_table(config, times: Sequence[float]) -> list[dict]:
     with tempfile.TemporaryDirectory() as workdir:
         setup = build_setup(resolve(config), workdir)
         x0, _ = source_array(setup.eval_source if setup.eval_source is not None else setup.train_source)
-    k = setup.process.num_states
-    counts = np.stack([np.bincount(column, minlength=k) for column in x0.T])  # [D, K]
-    probs = counts / counts.sum(axis=1, keepdims=True)
+    probs = marginals(x0, setup.process.num_states)  # [D, K]
     info = np.asarray(mutual_information(setup.process, jnp.asarray([0.0, *times]), x0_probs=probs)).sum(axis=1)
     return [dict(t=t, nats=float(v), share=float(v / info[0])) for t, v in zip(times, info[1:])]
 

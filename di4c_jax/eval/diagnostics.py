@@ -20,6 +20,7 @@ import jax.numpy as jnp
 from di4c_jax.denoiser import Denoiser
 from di4c_jax.losses.mixture import kl_sum, mixture_log_likelihood, mixture_log_marginal
 from di4c_jax.losses.times import token_nll
+from di4c_jax.processes.base import safe_log
 from di4c_jax.processes.protocol import Process
 
 DIAGNOSTICS = ("teacher_loglik", "student_loglik", "correlation", "marginal_kl")
@@ -61,7 +62,7 @@ def exact_posterior_loglik(process: Process, x0: jax.Array, x_t: jax.Array, t: f
       x0's among them); log_probs float[S].
     Returns: float32[B].
     """
-    log_q = jnp.log(process.transition(jnp.asarray([t], jnp.float32))[0])  # [K_from, K_to]
+    log_q = safe_log(process.transition(jnp.asarray([t], jnp.float32))[0])  # [K_from, K_to]
     d = jnp.arange(x_t.shape[1])
     log_lik = jax.vmap(lambda x: jnp.sum(log_q[states[:, d], x[None, d]], axis=1))(x_t)  # [B, S]
     log_joint = log_probs[None, :] + log_lik

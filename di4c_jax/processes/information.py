@@ -8,6 +8,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from di4c_jax.processes.base import safe_log
 from di4c_jax.processes.protocol import Process
 
 
@@ -31,5 +32,5 @@ def mutual_information(process: Process, t: jax.Array, *, x0_probs: jax.Array) -
     q = process.transition(jnp.atleast_1d(jnp.asarray(t, jnp.float32)))  # [T, K, K]
     joint = p0[None, :, :, None] * q[:, None, :, :]  # [T, D, K_from, K_to]
     p_xt = jnp.sum(joint, axis=2, keepdims=True)  # [T, D, 1, K_to]
-    ratio = jnp.where(joint > 0, q[:, None] / jnp.where(p_xt > 0, p_xt, 1.0), 1.0)
-    return jnp.maximum(jnp.sum(jnp.where(joint > 0, joint * jnp.log(ratio), 0.0), axis=(2, 3)), 0.0)
+    # safe_log's finite NEG_INF makes the terms with joint = 0 exactly 0.
+    return jnp.maximum(jnp.sum(joint * (safe_log(q)[:, None] - safe_log(p_xt)), axis=(2, 3)), 0.0)
