@@ -180,7 +180,7 @@ def test_ema_list_is_strict_about_length_order_and_shapes(tmp_path, student):
     shadow = [p.detach().clone() for p in student.parameters()]
     assert len(shadow) == 5 + 10 * BLOCKS + 5 + 4  # latent_projection last
     cases = [(shadow[:-1], "holds 33 tensors"), (shadow[1:] + shadow[:1], r"shadow_params\[0\] has shape"),
-             ([s.T if s.ndim == 2 and s.shape[0] != s.shape[1] else s for s in shadow], "named_parameters order")]
+             ([s.T if s.ndim == 2 and s.shape[0] != s.shape[1] else s for s in shadow], "registration order")]
     for bad, message in cases:
         torch.save({"state_dict": state, "ema": {"decay": 0.9999, "num_updates": 1, "shadow_params": bad}},
                    tmp_path / "bad.ckpt")

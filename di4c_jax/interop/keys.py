@@ -122,6 +122,32 @@ def unflatten_params(flat: Mapping[str, Any], sep: str = ".") -> dict[str, Any]:
     return tree
 
 
+def name_shadow_list(shadow: Any, named_shapes: list[tuple[str, tuple[int, ...]]], *, source: str,
+                     what: str) -> dict[str, np.ndarray]:
+    """{name: tensor} of an EMA shadow list (PyTorch keeps it unnamed, in parameter registration order).
+
+    Checks that `shadow` is a list of float tensors, one per (name, shape) of `named_shapes`, each of that shape;
+    `what` names the list in the errors (e.g. "ema.shadow_params").
+    """
+    if not isinstance(shadow, (list, tuple)):
+        raise CheckpointError(f"{source}: {what} is a {type(shadow).__name__}, expected a list")
+    if len(shadow) != len(named_shapes):
+        first = named_shapes[len(shadow)][0] if len(shadow) < len(named_shapes) else "(none)"
+        raise CheckpointError(f"{source}: {what} holds {len(shadow)} tensors, the architecture has "
+                              f"{len(named_shapes)} parameters (first without a shadow: '{first}')")
+    out = {}
+    for i, ((name, want), value) in enumerate(zip(named_shapes, shadow)):
+        if not isinstance(value, np.ndarray) or not np.issubdtype(value.dtype, np.floating):
+            raise CheckpointError(f"{source}: {what}[{i}] (for '{name}') is not a float tensor: "
+                                  f"{type(value).__name__}")
+        if tuple(value.shape) != tuple(want):
+            raise CheckpointError(f"{source}: {what}[{i}] has shape {tuple(value.shape)}, but parameter {i} in "
+                                  f"registration order is '{name}' with shape {tuple(want)} (a list in another "
+                                  f"order, or of another architecture?)")
+        out[name] = value
+    return out
+
+
 def check_tree(params: Mapping[str, Any], expected: Mapping[str, Any], *, source: str) -> None:
     """`params` has exactly the leaves and shapes of `expected` (arrays or jax.ShapeDtypeStruct leaves, e.g.
     `registry.abstract_params(config)`), each difference named."""

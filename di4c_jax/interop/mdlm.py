@@ -41,7 +41,7 @@ import numpy as np
 
 from di4c_jax.interop.families import FAMILIES, Family, no_extra_hparams
 from di4c_jax.interop.files import CheckpointError, read_json, read_safetensors, read_torch
-from di4c_jax.interop.keys import StateDict, flatten_params, unflatten_params
+from di4c_jax.interop.keys import StateDict, flatten_params, name_shadow_list, unflatten_params
 
 WEIGHTS, CONFIG = "model.safetensors", "config.json"
 ROTARY_BASE = 1e4
@@ -288,20 +288,12 @@ def dit_config(sd: StateDict, config: Mapping | None, config_name: str, hparams:
 def _ema_state(obj: Mapping, rows, prefix: str, source: str) -> StateDict:
     """The EMA shadow list named by `named_parameters()` order, each shape checked, as a StateDict."""
     ema = obj.get("ema")
-    shadow = ema.get("shadow_params") if isinstance(ema, Mapping) else None
-    if not isinstance(shadow, (list, tuple)):
+    if not isinstance(ema, Mapping) or "shadow_params" not in ema:
         raise CheckpointError(f"{source}: ema=True but the checkpoint has no 'ema' dict with a 'shadow_params' "
                               f"list (found {sorted(obj)[:10]})")
-    names = parameter_keys(rows)
-    if len(shadow) != len(names):
-        raise CheckpointError(f"{source}: ema.shadow_params holds {len(shadow)} tensors, the architecture in "
-                              f"state_dict has {len(names)} parameters ({names[0][0]} ... {names[-1][0]})")
-    for i, ((name, shape), value) in enumerate(zip(names, shadow)):
-        if tuple(np.shape(value)) != tuple(shape):
-            raise CheckpointError(f"{source}: ema.shadow_params[{i}] has shape {tuple(np.shape(value))}; in "
-                                  f"named_parameters order it is {prefix}{name}, shape {tuple(shape)}")
-    return StateDict({prefix + name: value for (name, _), value in zip(names, shadow)},
-                     source=f"{source} (ema.shadow_params)", prefix=prefix)
+    named = name_shadow_list(ema["shadow_params"], [(prefix + name, shape) for name, shape in parameter_keys(rows)],
+                             source=source, what="ema.shadow_params")
+    return StateDict(named, source=f"{source} (ema.shadow_params)", prefix=prefix)
 
 
 def load(path, *, family: str, ema: bool | None = None, weights_only: bool = True, **hparams) -> tuple[dict, dict]:

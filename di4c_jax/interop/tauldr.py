@@ -25,7 +25,7 @@ import numpy as np
 
 from di4c_jax.interop.families import FAMILIES, Family, hparam, no_extra_hparams
 from di4c_jax.interop.files import CheckpointError, read_torch, write_torch
-from di4c_jax.interop.keys import StateDict, check_tree, unflatten_params
+from di4c_jax.interop.keys import StateDict, check_tree, name_shadow_list, unflatten_params
 
 EMA_KEYS = ("ema_decay", "ema_num_updates", "ema_shadow_params")
 EMA_DECAY = 0.9999  # the released configs' model.ema_decay
@@ -277,25 +277,9 @@ def _shadow(state: Mapping[str, Any], entries: list[Tensor], expected: dict, sou
     if "ema_shadow_params" not in state:
         raise CheckpointError(f"{source}: no 'ema_shadow_params' (the EMA weights the reference evaluates with); "
                               f"pass ema=False for the raw net.* weights")
-    shadow = state["ema_shadow_params"]
-    if not isinstance(shadow, (list, tuple)):
-        raise CheckpointError(f"{source}: 'ema_shadow_params' is a {type(shadow).__name__}, expected a list")
-    if len(shadow) != len(entries):
-        at = entries[len(shadow)].key if len(shadow) < len(entries) else "(none)"
-        raise CheckpointError(f"{source}: 'ema_shadow_params' holds {len(shadow)} tensors, the architecture has "
-                              f"{len(entries)} parameters (first without a shadow: 'net.{at}')")
-    out = []
-    for i, (entry, value) in enumerate(zip(entries, shadow)):
-        want = expected[entry.key]
-        if not isinstance(value, np.ndarray) or not np.issubdtype(value.dtype, np.floating):
-            raise CheckpointError(f"{source}: ema_shadow_params[{i}] (for 'net.{entry.key}') is not a float tensor: "
-                                  f"{type(value).__name__}")
-        if value.shape != want:
-            raise CheckpointError(f"{source}: ema_shadow_params[{i}] has shape {value.shape}, but parameter {i} in "
-                                  f"registration order is 'net.{entry.key}' with shape {want} (a list in another "
-                                  f"order, or of another architecture?)")
-        out.append(value.astype(np.float32))
-    return out
+    named = name_shadow_list(state["ema_shadow_params"], [(f"net.{e.key}", expected[e.key]) for e in entries],
+                             source=source, what="ema_shadow_params")
+    return [value.astype(np.float32) for value in named.values()]
 
 
 def load(path: Path, *, ema: bool | None = None, weights_only: bool = True, **hparams) -> tuple[dict, dict]:
