@@ -10,6 +10,7 @@ from pathlib import Path
 
 import jax
 
+from di4c_jax import parallel
 from di4c_jax.models import registry
 from di4c_jax.train.checkpoint import latest_shapes, path_shapes
 from experiments.released import released_dir
@@ -37,19 +38,20 @@ def shared_teacher(exp: Experiment) -> None:
                                 f"trained its teacher, or one written by experiments.convert")
 
 
-def mesh_fits(exp: Experiment, num_devices: int | None = None) -> None:
-    """mesh.fsdp divides the devices, and every training batch splits evenly over them (the batch is sharded over
-    both mesh axes, so over every device)."""
-    devices = jax.device_count() if num_devices is None else num_devices
-    if exp.fsdp < 1 or exp.fsdp > devices or devices % exp.fsdp:
-        raise ValueError(f"config.mesh.fsdp={exp.fsdp} does not fit the {devices} device(s): it must divide "
-                         f"{devices}")
+def mesh_fits(exp: Experiment) -> None:
+    """The mesh the run builds (`parallel.make_mesh(fsdp=config.mesh.fsdp)`) exists on these devices, and every
+    training batch splits evenly over it (the batch is sharded over both mesh axes, so over every device)."""
+    try:
+        mesh = parallel.make_mesh(fsdp=exp.fsdp)
+    except ValueError as err:
+        raise ValueError(f"config.mesh.fsdp={exp.fsdp} does not fit the {jax.device_count()} device(s): {err}") \
+            from None
     for what, batch in (("teacher.batch_size", exp.teacher.train.batch_size),
                         ("distill.batch_size", exp.distill.train.batch_size)):
-        if batch % devices:
-            raise ValueError(f"config.{what}={batch} is not divisible by the mesh's data axes ({devices // exp.fsdp}"
-                             f" data x {exp.fsdp} fsdp = {devices} devices, each takes an equal share); use a "
-                             f"multiple of {devices}")
+        if batch % mesh.size:
+            raise ValueError(f"config.{what}={batch} is not divisible by the mesh's data axes "
+                             f"({mesh.shape['data']} data x {exp.fsdp} fsdp = {mesh.size} devices, each takes an "
+                             f"equal share); use a multiple of {mesh.size}")
 
 
 def checkpoints_fit(setup) -> None:

@@ -120,17 +120,20 @@ class TextScorer:
                                   d_model=cfg.lm_width, num_layers=cfg.lm_layers)
         self.apply, self.params = ev.train_lm(jax.random.key(0), self.lm_cfg, train_x,
                                               num_steps=cfg.lm_steps)
-        self.held_ppl = ev.generative_perplexity(self.apply, self.params, self.lm_cfg, held_x)
+        self.held_ppl = self.gen_ppl(held_x)
         self.held_entropy = ev.mean_unigram_entropy(held_x)
         self.bleu_n = cfg.self_bleu_samples
         self.held_bleu = ev.self_bleu(held_x[:self.bleu_n])
+
+    def gen_ppl(self, tokens) -> float:
+        return ev.generative_perplexity(apply=self.apply, params=self.params, samples=tokens, batch_size=256).ppl
 
     def reference(self) -> dict:
         return {"heldout_gen_ppl": self.held_ppl, "heldout_unigram_entropy": self.held_entropy,
                 "heldout_self_bleu": self.held_bleu}
 
     def __call__(self, tokens, labels=None) -> dict:
-        return {"gen_ppl": ev.generative_perplexity(self.apply, self.params, self.lm_cfg, tokens),
+        return {"gen_ppl": self.gen_ppl(tokens),
                 "unigram_entropy": ev.mean_unigram_entropy(tokens),
                 "self_bleu": ev.self_bleu(tokens[:self.bleu_n])}
 

@@ -153,6 +153,9 @@ def generative_perplexity(*, apply, params, samples, protocol: str = "sdtt", eva
     if protocol == "sdtt":
         if sample_tokenizer is None:
             _check_ids(samples, getattr(apply, "vocab_size", None))
+            if samples.shape[1] > context:
+                raise ValueError(f"samples of length {samples.shape[1]} are longer than the evaluator's context "
+                                 f"{context}; score a prefix or retokenise (sample_tokenizer)")
             nll = sdtt_per_sample_nll(apply, params, samples, start=start, batch_size=batch_size)
             lengths = np.full(len(samples), samples.shape[1])
         else:

@@ -1,13 +1,12 @@
 """A tiny causal transformer as the evaluator LM for generative perplexity (a stand-in for GPT-2-large).
 
-Generative perplexity follows SDTT/Di4C (sony/di4c:sdtt/src/sdtt/run_eval.py): score the generated ids as they
-are (no retokenisation, no BOS), per-sample mean NLL of positions start..L-1 (start = 1 unconditional, = prefix
-length conditional), PPL = exp(mean over samples). Only numbers from one evaluator are comparable.
+Score samples with `eval.gen_ppl.generative_perplexity(apply=..., params=..., samples=...)` (the SDTT protocol:
+the ids as they are, per-sample mean NLL, PPL = exp(mean over samples)). Only numbers from one evaluator are
+comparable.
 """
 from __future__ import annotations
 
 import dataclasses
-import functools
 
 import jax
 import jax.numpy as jnp
@@ -15,6 +14,7 @@ import numpy as np
 from flax import nnx
 
 from di4c_jax.eval.fitting import fit
+from di4c_jax.eval.gen_ppl import token_nll
 
 
 @dataclasses.dataclass(frozen=True)
@@ -77,15 +77,15 @@ def _check_sequences(config: LMConfig, tokens) -> jax.Array:
 
 
 def init_lm(key, config: LMConfig):
-    """-> (apply, params); apply(params, tokens int[n, L]) -> logits float32[n, L, V]."""
+    """-> (apply, params); apply(params, tokens int[n, L <= max_len]) -> logits float32[n, L, V]. apply carries
+    `vocab_size` and `context` (= max_len), which `gen_ppl.generative_perplexity` checks samples against."""
     graphdef, params = nnx.split(CausalLM(config, rngs=nnx.Rngs(params=key)), nnx.Param)
-    return (lambda params, tokens: nnx.merge(graphdef, params)(tokens)), params
 
+    def apply(params, tokens):
+        return nnx.merge(graphdef, params)(tokens)
 
-def token_nll(apply, params, tokens) -> jax.Array:
-    """int32[n, L] -> float32[n, L - 1]: -log p(x_j | x_<j) for j = 1..L-1."""
-    logp = jax.nn.log_softmax(apply(params, tokens[:, :-1]), axis=-1)
-    return -jnp.take_along_axis(logp, tokens[:, 1:, None], axis=-1)[..., 0]
+    apply.vocab_size, apply.context = config.vocab_size, config.max_len
+    return apply, params
 
 
 def train_lm(key, config: LMConfig, sequences, *, num_steps: int = 1000, batch_size: int = 32,
@@ -106,28 +106,3 @@ def chunk_stream(stream, length: int) -> np.ndarray:
     if s.size < length:
         raise ValueError(f"stream of {s.size} tokens is shorter than one row of {length}")
     return s[: s.size // length * length].reshape(-1, length)
-
-
-@functools.partial(jax.jit, static_argnames=("apply", "start"))
-def _mean_nll_from(apply, params, tokens, start: int) -> jax.Array:
-    return token_nll(apply, params, tokens)[:, start - 1:].mean(1)
-
-
-def per_sample_nll(apply, params, config: LMConfig, tokens, *, start: int = 1, batch_size: int = 256) -> np.ndarray:
-    """int[n, L] -> float64[n]: mean over positions start..L-1 of -log p(x_j | x_<j) (nats).
-
-    Rows go through in batches of one fixed size (the last one padded) so that there is a single compilation.
-    """
-    x = _check_sequences(config, tokens)
-    if not 1 <= start < x.shape[1]:
-        raise ValueError(f"start must lie in [1, {x.shape[1]}), got {start}")
-    n, size = x.shape[0], min(batch_size, x.shape[0])
-    padded = jnp.concatenate([x, jnp.zeros((-n % size, x.shape[1]), jnp.int32)])
-    out = [np.asarray(_mean_nll_from(apply, params, padded[i:i + size], start), np.float64)
-           for i in range(0, n, size)]
-    return np.concatenate(out)[:n]
-
-
-def generative_perplexity(apply, params, config: LMConfig, tokens, *, start: int = 1, batch_size: int = 256) -> float:
-    """exp(mean over samples of per-sample mean NLL of positions start..L-1) (SDTT convention)."""
-    return float(np.exp(per_sample_nll(apply, params, config, tokens, start=start, batch_size=batch_size).mean()))
