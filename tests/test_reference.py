@@ -248,7 +248,9 @@ def test_drawn_xt_depends_on_a_network_only_when_its_trajectory_is_used():
                                                           r"got 0.6 \+ 0.5"),
     (dict(reference_teacher_steps=0), r"reference_teacher_steps must be >= 1, got 0"),
     (dict(reference_student_steps=-2), r"reference_student_steps must be >= 1, got -2"),
-    (dict(consis_weighting="early"), r"consis_weighting must be one of .*got 'early'")])
+    (dict(consis_weighting="early"), r"consis_weighting must be one of .*got 'early'"),
+    (dict(consis_scale=-1.0), r"consis_scale must be >= 0, got -1.0"),
+    (dict(consis_scale=float("nan")), r"consis_scale must be >= 0, got nan")])
 @pytest.mark.parametrize("preset", ["tauldr", "sdtt", "maskgit"])
 def test_reference_and_weighting_fields_are_validated(preset, fields, message):
     with pytest.raises(ValueError, match=message):
@@ -275,6 +277,9 @@ def test_consis_weighting_multiplies_w_consis_by_its_function_of_t(preset, weigh
         assert (a is None and b is None) or np.array_equal(a, b)
     grid_mean = np.mean(weight((np.arange(100_000) + 0.5) / 100_000))
     assert abs(grid_mean - 1) < 1e-6
+    scaled = jax.jit(lambda k: di4c_config(preset, consis_weighting=weighting, consis_scale=0.25).draw_times(
+        k, batch))(rbg_key(0))
+    np.testing.assert_allclose(scaled.w_consis, 0.25 * np.asarray(weighted.w_consis), rtol=1e-6)
 
 
 # ---------------------------------------------------------------- the runner's command line

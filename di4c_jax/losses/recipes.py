@@ -31,7 +31,8 @@ step trajectory from t = 1 down to the item's t with probability `reference_teac
 (on-policy) `reference_student_steps`-step trajectory with probability `reference_student`. A trajectory item's
 x_t has no data point behind it, so its data correlation term is dropped (time_coeff 0). `consis_weighting`
 multiplies every recipe's consistency weight by w(t): 'uniform' 1, 'linear' 2 t, 'late' 3 t^2 (mean 1 under
-t ~ U[0, 1]). The defaults (0, 0, 'uniform') are the references' behaviour.
+t ~ U[0, 1]), and `consis_scale` by a constant (0 leaves the data and distillation terms alone: an ablation). The
+defaults (0, 0, 'uniform', 1) are the references' behaviour.
 """
 from __future__ import annotations
 
@@ -79,6 +80,7 @@ class Di4CRecipe:
     reference_teacher_steps: int = 8  # steps of that trajectory from t = 1 down to the item's t
     reference_student_steps: int = 2
     consis_weighting: str = "uniform"  # w(t) on the consistency weight: a key of CONSIS_WEIGHTINGS
+    consis_scale: float = 1.0  # a constant factor on the consistency weight (0: no consistency term)
 
     name: ClassVar[str] = ""
     small_time_distillation: ClassVar[bool] = False  # tauldr: a separate small-time distillation batch
@@ -106,6 +108,8 @@ class Di4CRecipe:
         for field in ("reference_teacher_steps", "reference_student_steps"):
             if getattr(self, field) < 1:
                 raise ValueError(f"{self.name}: {field} must be >= 1, got {getattr(self, field)}")
+        if not self.consis_scale >= 0.0:
+            raise ValueError(f"{self.name}: consis_scale must be >= 0, got {self.consis_scale}")
         if self.consis_weighting not in CONSIS_WEIGHTINGS:
             raise ValueError(f"{self.name}: consis_weighting must be one of {sorted(CONSIS_WEIGHTINGS)}, got "
                              f"{self.consis_weighting!r}")
@@ -119,10 +123,12 @@ class Di4CRecipe:
         """Raise if the recipe cannot run on `process`."""
 
     def draw_times(self, key: jax.Array, batch: int) -> DrawnTimes:
-        """The recipe's times and weights (`recipe_times`), w_consis multiplied by `consis_weighting`'s w(t)."""
+        """The recipe's times and weights (`recipe_times`), w_consis multiplied by `consis_scale` times
+        `consis_weighting`'s w(t)."""
         times = self.recipe_times(key, batch)
         weight = CONSIS_WEIGHTINGS[self.consis_weighting]
-        return times if weight is None else times._replace(w_consis=times.w_consis * weight(times.t))
+        w_consis = times.w_consis if weight is None else times.w_consis * weight(times.t)
+        return times._replace(w_consis=w_consis if self.consis_scale == 1.0 else w_consis * self.consis_scale)
 
     def recipe_times(self, key: jax.Array, batch: int) -> DrawnTimes:
         """The recipe's own draw of DrawnTimes for `batch` items (before the consistency time weighting)."""
