@@ -116,10 +116,9 @@ class TextScorer:
         cfg = setup.exp.evaluate
         train_x, _ = source_array(setup.train_source)
         held_x, _ = source_array(setup.eval_source)
-        self.lm_cfg = ev.LMConfig(vocab_size=setup.info.vocab_size, max_len=setup.num_dims,
-                                  d_model=cfg.lm_width, num_layers=cfg.lm_layers)
-        self.apply, self.params = ev.train_lm(jax.random.key(0), self.lm_cfg, train_x,
-                                              num_steps=cfg.lm_steps)
+        lm_cfg = ev.LMConfig(vocab_size=setup.info.vocab_size, max_len=setup.num_dims, d_model=cfg.lm_width,
+                             num_layers=cfg.lm_layers)
+        self.apply, self.params = ev.train_lm(jax.random.key(0), lm_cfg, train_x, num_steps=cfg.lm_steps)
         self.held_ppl = self.gen_ppl(held_x)
         self.held_entropy = ev.mean_unigram_entropy(held_x)
         self.bleu_n = cfg.self_bleu_samples

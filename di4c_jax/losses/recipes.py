@@ -128,7 +128,7 @@ class Di4CRecipe:
         times = self.recipe_times(key, batch)
         weight = CONSIS_WEIGHTINGS[self.consis_weighting]
         w_consis = times.w_consis if weight is None else times.w_consis * weight(times.t)
-        return times._replace(w_consis=w_consis if self.consis_scale == 1.0 else w_consis * self.consis_scale)
+        return times._replace(w_consis=w_consis * self.consis_scale)  # x * 1.0 is exact: defaults unchanged
 
     def recipe_times(self, key: jax.Array, batch: int) -> DrawnTimes:
         """The recipe's own draw of DrawnTimes for `batch` items (before the consistency time weighting)."""
