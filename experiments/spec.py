@@ -18,11 +18,12 @@ Config layout (each section a dict):
 from __future__ import annotations
 
 import dataclasses
+import inspect
 
 from di4c_jax.losses import OBJECTIVES
 from di4c_jax.losses.teacher import TeacherLossConfig
 from di4c_jax.registry import dataclass_from_options
-from di4c_jax.sampling import SAMPLERS
+from di4c_jax.sampling import SAMPLERS, check_time_warp
 from di4c_jax.train import OptimConfig
 
 RENAMED = {  # keys of earlier config.json files -> where they live now
@@ -99,6 +100,9 @@ class DistillSpec:
         return OBJECTIVES.get(self.objective).make_config(dict(self.loss), round_index)
 
 
+SET_BY_THE_RUN = {"process", "denoiser", "shape", "num_steps", "teacher", "teacher_last_steps"}  # not options
+
+
 @dataclasses.dataclass(frozen=True)
 class SampleSpec:
     num_samples: int
@@ -110,7 +114,15 @@ class SampleSpec:
     options: dict = dataclasses.field(default_factory=dict)  # the sampler factory's own keywords
 
     def __post_init__(self):
-        SAMPLERS.get(self.sampler)
+        factory = SAMPLERS.get(self.sampler)
+        accepted = {name for name, p in inspect.signature(factory).parameters.items()
+                    if p.kind == p.KEYWORD_ONLY} - SET_BY_THE_RUN
+        unknown = sorted(set(self.options) - accepted)
+        if unknown:
+            raise ValueError(f"sample.options {unknown} are not options of the {self.sampler!r} sampler; it takes "
+                             f"{sorted(accepted)}")
+        if "time_warp" in self.options:
+            check_time_warp(self.options["time_warp"])
         for name in ("num_samples", "batch_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"sample.{name} must be >= 1, got {getattr(self, name)}")

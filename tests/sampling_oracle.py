@@ -87,13 +87,14 @@ def _step_logprobs_fn(process, denoiser: Denoiser, dims: int):
     return step_logprobs
 
 
-def exact_chain_law(process, denoiser: Denoiser, dims: int, num_steps: int, final: str | None = None) -> np.ndarray:
+def exact_chain_law(process, denoiser: Denoiser, dims: int, num_steps: int, final: str | None = None,
+                    grid=None) -> np.ndarray:
     """Exact output law (over K^D states) of the n-step sampler with the product `denoiser`, by enumeration
-    with the process's reverse_step_logprobs (the design.md grid and final rule)."""
+    with the process's reverse_step_logprobs (the design.md grid, or `grid`, and final rule)."""
     assert not denoiser.mixture, "the enumeration is for product denoisers"
     k = process.num_states
     states = all_states(k, dims)
-    grid = np.asarray(process.default_time_grid(num_steps))
+    grid = np.asarray(process.default_time_grid(num_steps) if grid is None else grid)
     final = process.default_final if final is None else final
     law = prior_law(process, dims)
     m = len(states)

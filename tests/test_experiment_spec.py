@@ -23,6 +23,14 @@ def test_resolve_rejects_unknown_misplaced_and_renamed_keys():
     with pytest.raises(ValueError, match="'time_grid'.*now num_time_bins"):
         resolve(c)
     c = quickstart.get_config()
+    c.sample.options.time_wrap = "sine"  # a misspelt sampler option: named, with the ones the sampler takes
+    with pytest.raises(ValueError, match=r"sample.options \['time_wrap'\].*'analytic'.*'time_warp'"):
+        resolve(c)
+    c = quickstart.get_config()
+    c.sample.options.time_warp = "cosine"
+    with pytest.raises(ValueError, match="unknown time warp 'cosine'"):
+        resolve(c)
+    c = quickstart.get_config()
     c.teacher.optim.learning_rat = 1e-3
     with pytest.raises(ValueError, match=r"teacher.optim has no field\(s\) \['learning_rat'\]"):
         resolve(c)
@@ -34,5 +42,6 @@ def test_resolve_keeps_every_default_in_the_spec():
 
     exp = resolve(quickstart.get_config())
     assert exp.distill.rounds == 1 and exp.distill.teacher_weights == "ema" and exp.sample.sampler == "analytic"
+    assert exp.sample.options == {}  # the analytic sampler's own defaults (time_warp 'none')
     assert exp.teacher.train.keep == 2 and exp.evaluate.window == 3 and exp.fsdp == 1
     assert exp.distill.config(1).min_delta == 0.02 and exp.distill.config(1).num_lambda == 64

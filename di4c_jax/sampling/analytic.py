@@ -18,12 +18,13 @@ from di4c_jax.denoiser import Denoiser
 from di4c_jax.processes.base import as_batch_times
 from di4c_jax.processes.protocol import Process
 from di4c_jax.sampling.sampler import SAMPLERS, Sampler, check_networks
+from di4c_jax.sampling.time_warps import warp_time_grid
 
 FINAL_MODES = ("sample", "argmax")
 
 
-def _check_config(process, num_steps, teacher_last_steps, teacher, final, time_grid):
-    """Validate the static configuration; returns (final mode, float32[num_steps + 1] grid)."""
+def _check_config(process, num_steps, teacher_last_steps, teacher, final, time_grid, time_warp):
+    """Validate the static configuration; returns (final mode, float32[num_steps + 1] grid, warped)."""
     if num_steps < 1:
         raise ValueError(f"num_steps must be >= 1, got {num_steps}")
     if not 0 <= teacher_last_steps <= num_steps:
@@ -34,6 +35,7 @@ def _check_config(process, num_steps, teacher_last_steps, teacher, final, time_g
     if final not in FINAL_MODES:
         raise ValueError(f"final must be one of {FINAL_MODES}, got {final!r}")
     grid = jnp.asarray(process.default_time_grid(num_steps) if time_grid is None else time_grid, jnp.float32)
+    grid = warp_time_grid(grid, time_warp)
     if grid.shape != (num_steps + 1,):
         raise ValueError(f"time grid must have num_steps + 1 = {num_steps + 1} points, got shape {grid.shape}")
     if not isinstance(grid, jax.core.Tracer):
@@ -46,7 +48,7 @@ def _check_config(process, num_steps, teacher_last_steps, teacher, final, time_g
 def analytic_sample(key: jax.Array, *, process: Process, denoiser: Denoiser, params: Any, shape: tuple[int, int],
                     num_steps: int, cond: jax.Array | None = None, time_grid: jax.Array | None = None,
                     final: str | None = None, teacher: Denoiser | None = None, teacher_params: Any = None,
-                    teacher_last_steps: int = 0) -> jax.Array:
+                    teacher_last_steps: int = 0, time_warp: str = "none") -> jax.Array:
     """Draw samples with `num_steps` network evaluations.
 
     Args:
@@ -57,6 +59,7 @@ def analytic_sample(key: jax.Array, *, process: Process, denoiser: Denoiser, par
       num_steps: n, the number of network evaluations.
       cond: int32[B] labels or None, passed to every call.
       time_grid: float32[n + 1] decreasing from 1 (default `process.default_time_grid(n)`).
+      time_warp: a named warp of that grid (`di4c_jax.sampling.time_warps`): 'none', 'sine' or 'power:<p>'.
       final: 'sample' | 'argmax' for the last step (default `process.default_final`).
       teacher, teacher_params, teacher_last_steps: the last `teacher_last_steps` steps (including the final
         denoise) use the teacher (a hybrid).
@@ -64,7 +67,7 @@ def analytic_sample(key: jax.Array, *, process: Process, denoiser: Denoiser, par
     Returns:
       int32[B, D] samples.
     """
-    final, grid = _check_config(process, num_steps, teacher_last_steps, teacher, final, time_grid)
+    final, grid = _check_config(process, num_steps, teacher_last_steps, teacher, final, time_grid, time_warp)
     batch = shape[0]
     prior_key, loop_key = jax.random.split(key)
     x = process.sample_prior(prior_key, shape)
@@ -99,7 +102,7 @@ def analytic_sample(key: jax.Array, *, process: Process, denoiser: Denoiser, par
 @SAMPLERS.register("analytic")
 def make_analytic_sampler(*, process: Process, denoiser: Denoiser, shape: tuple[int, int], num_steps: int,
                           teacher: Denoiser | None = None, teacher_last_steps: int = 0, time_grid=None,
-                          final: str | None = None) -> Sampler:
+                          final: str | None = None, time_warp: str = "none") -> Sampler:
     """`analytic_sample` jitted once with the process, networks, grid and step counts closed over (static).
 
     Returns a `Sampler` with `nfe == num_steps` and `teacher_nfe == teacher_last_steps`; call it as
@@ -108,8 +111,9 @@ def make_analytic_sampler(*, process: Process, denoiser: Denoiser, shape: tuple[
     def run(key, params, teacher_params=None, cond=None):
         return analytic_sample(key, process=process, denoiser=denoiser, params=params, shape=shape,
                                num_steps=num_steps, cond=cond, time_grid=time_grid, final=final, teacher=teacher,
-                               teacher_params=teacher_params, teacher_last_steps=teacher_last_steps)
+                               teacher_params=teacher_params, teacher_last_steps=teacher_last_steps,
+                               time_warp=time_warp)
 
-    _check_config(process, num_steps, teacher_last_steps, teacher, final, time_grid)  # fail before tracing
+    _check_config(process, num_steps, teacher_last_steps, teacher, final, time_grid, time_warp)  # fail early
     check_networks(process, shape, denoiser, teacher)
     return Sampler(jax.jit(run), nfe=num_steps, teacher_nfe=teacher_last_steps)

@@ -29,7 +29,7 @@ def get_config():
                                                  time_coeff_floor=1.0),
                      steps=1000, batch_size=16, checkpoint_every=500, log_every=100, init_from="ema",
                      optim=dict(learning_rate=3e-4, ema_decay=0.999), rounds=2)
-    c.sample = dict(teacher_steps=(1, 2, 4, 8, 16, 32, 64), student_steps=(1, 2, 4, 8), hybrid=((4, 1),),
+    c.sample = dict(options=dict(), teacher_steps=(1, 2, 4, 8, 16, 32, 64), student_steps=(1, 2, 4, 8), hybrid=((4, 1),),
                     num_samples=2000, batch_size=1000)
     c.evaluate = dict()
     return c
