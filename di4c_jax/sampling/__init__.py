@@ -1,6 +1,7 @@
-"""Few-step samplers (docs/design.md, Samplers): analytic/ancestral with mixture students, teacher hybrids and named time-grid warps,
-MaskGIT confidence decoding, and tau-leaping. Each factory returns a jitted `Sampler` whose `nfe` is the exact
-number of network evaluations; `SAMPLERS` maps names to factories (a new sampler registers itself)."""
+"""Few-step samplers (docs/design.md, Samplers): analytic/ancestral with mixture students, teacher hybrids and
+named time-grid warps, MaskGIT confidence decoding, and tau-leaping. Each factory returns a jitted `Sampler` whose
+`nfe` is the exact number of network evaluations; `SAMPLERS` maps names to factories (a new sampler registers
+itself)."""
 from di4c_jax.sampling.analytic import analytic_sample, make_analytic_sampler
 from di4c_jax.sampling.maskgit import (
     cfg_weights, gumbel_temperatures, make_maskgit_sampler, maskgit_sample, maskgit_schedule,

@@ -36,7 +36,8 @@ def get_config(size: str = "default"):
                      steps=3000, batch_size=8,
                      checkpoint_every=1000, log_every=100, init_from="raw",
                      optim=dict(learning_rate=2e-4, ema_decay=0.999), rounds=1)
-    c.sample = dict(options=dict(), teacher_steps=(2, 4, 8, 16, 32), student_steps=(2, 4, 8), hybrid=((4, 1), (8, 2),),
+    c.sample = dict(options=dict(),  # the sampler's own keywords, e.g. time_warp
+                    teacher_steps=(2, 4, 8, 16, 32), student_steps=(2, 4, 8), hybrid=((4, 1), (8, 2),),
                     num_samples=2000, batch_size=500)
     c.evaluate = dict(classifier_steps=2000, kid_subset_size=200)
     if size == "cpu":

@@ -17,6 +17,7 @@ def get_config(process: str = "masked"):
     c.teacher.steps = 6000
     c.teacher.loss = dict(objective="mdlm" if process == "masked" else "ctmc")
     c.distill.steps = 4000
-    c.sample = dict(options=dict(), teacher_steps=(1, 2, 4, 8, 16, 32, 64), student_steps=(1, 2, 4, 8), hybrid=((4, 1), (8, 2),),
+    c.sample = dict(options=dict(),  # the sampler's own keywords, e.g. time_warp
+                    teacher_steps=(1, 2, 4, 8, 16, 32, 64), student_steps=(1, 2, 4, 8), hybrid=((4, 1), (8, 2),),
                     num_samples=1_000_000, batch_size=100_000)
     return c

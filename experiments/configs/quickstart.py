@@ -39,7 +39,8 @@ def get_config(recipe: str = "tauldr"):
                      # lr 3e-3, ten times the first choice: the uniform student's 4-step TV 0.081 -> 0.061, the masked
                      # one's 2-step 0.112 -> 0.099, 4 and 8 steps equal; 1e-2 is worse (README section 1b).
                      optim=dict(learning_rate=3e-3, ema_decay=0.999), rounds=1)
-    c.sample = dict(options=dict(), teacher_steps=(1, 2, 4, 8, 16, 64), student_steps=(1, 2, 4, 8), hybrid=((4, 1),),
+    c.sample = dict(options=dict(),  # the sampler's own keywords, e.g. time_warp
+                    teacher_steps=(1, 2, 4, 8, 16, 64), student_steps=(1, 2, 4, 8), hybrid=((4, 1),),
                     num_samples=200_000, batch_size=50_000)
     c.evaluate = dict()
     return c

@@ -23,7 +23,8 @@ def get_config(size: str = "default"):
     c.distill = dict(objective="di4c", loss=dict(recipe="sdtt", num_lambda=16, num_time_bins=128, distil_time=0.05),
                      steps=3000, batch_size=8, checkpoint_every=1000, log_every=100, init_from="ema",
                      optim=dict(learning_rate=1e-4, ema_decay=0.999), rounds=2)
-    c.sample = dict(options=dict(), teacher_steps=(4, 8, 16, 32, 64), student_steps=(4, 8, 16), hybrid=((8, 2),),
+    c.sample = dict(options=dict(),  # the sampler's own keywords, e.g. time_warp
+                    teacher_steps=(4, 8, 16, 32, 64), student_steps=(4, 8, 16), hybrid=((8, 2),),
                     num_samples=1000, batch_size=250)
     c.evaluate = dict(lm_steps=2000, lm_width=128, lm_layers=2, self_bleu_samples=100)
     if size == "cpu":
