@@ -24,7 +24,7 @@ FINAL_MODES = ("sample", "argmax")
 
 
 def _check_config(process, num_steps, teacher_last_steps, teacher, final, time_grid, time_warp):
-    """Validate the static configuration; returns (final mode, float32[num_steps + 1] grid, warped)."""
+    """Validate the static configuration; returns (final mode, float32[num_steps + 1] grid after the warp)."""
     if num_steps < 1:
         raise ValueError(f"num_steps must be >= 1, got {num_steps}")
     if not 0 <= teacher_last_steps <= num_steps:
