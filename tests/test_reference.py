@@ -200,9 +200,10 @@ def test_trajectory_items_drop_only_the_data_correlation_term():
 
     on_trajectory = aux_at(di4c_config("sdtt", num_lambda=4, num_composition=3, reference_teacher=1.0,
                                        reference_teacher_steps=2))
-    assert float(on_trajectory["data"]) == float(on_trajectory["data_ind"])
+    # Equal up to float32 rounding: XLA may sum the (zero-weighted) correlation term in a different order.
+    np.testing.assert_allclose(float(on_trajectory["data"]), float(on_trajectory["data_ind"]), rtol=1e-6, atol=0)
     on_data = aux_at(config)
-    assert abs(float(on_data["data"]) - float(on_data["data_ind"])) > 1e-6
+    assert abs(float(on_data["data"]) - float(on_data["data_ind"])) > 1e-4 * abs(float(on_data["data_ind"]))
 
 
 def test_default_loss_equals_the_loss_with_reference_fields_zero():
