@@ -12,9 +12,9 @@ _RUN = os.environ.get("PYTEST_XDIST_TESTRUNUID") or str(os.getpid())
 os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", os.path.join(tempfile.gettempdir(), f"di4c-jax-tests-{_RUN}"))
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
-# Tests run tiny programs once, so compilation dominates: XLA's backend (LLVM) optimisations off halves the slow
-# suite on 2 CPU cores (26 min 21 s -> 14 min 31 s, --runslow). No fast math either way, so results differ from an
-# optimised build by float rounding at most; benchmarks and experiments compile fully optimised.
+# Tests run tiny programs once, so compilation dominates: XLA's backend (LLVM) optimisations off cuts the --runslow
+# suite by a third to a half on 2 CPU cores (figures under "Run the tests" in the README). No fast math either way,
+# so results differ from an optimised build by float rounding at most; benchmarks and experiments compile optimised.
 # JAX_DISABLE_MOST_OPTIMIZATIONS=0 in the environment runs the tests optimised.
 os.environ.setdefault("JAX_DISABLE_MOST_OPTIMIZATIONS", "1")
 
