@@ -26,6 +26,24 @@ def absl_help(argv: Sequence[str], doc: str, flag_values: flags.FlagValues, modu
     return True
 
 
+def last_override_wins(argv: Sequence[str], flag: str = "config") -> list[str]:
+    """argv with every `--<flag>.<key>=value` override but the last of each key dropped.
+
+    ml_collections' config flags append a repeated tuple override to the earlier one (`'--config.x=(4,8)'` then
+    `'--config.x=()'` gives `(4, 8)`, not `()`), where a repeated scalar keeps the last; this makes the last one
+    win for every type, so a row's flag added to a base command that sets the same key means what it says. Only the
+    `=` spelling is rewritten; `--<flag>.<key> value` passes through as typed.
+    """
+    argv = list(argv)
+    prefixes = (f"--{flag}.", f"-{flag}.")
+
+    def key(arg: str) -> str | None:
+        return arg.split("=", 1)[0].lstrip("-") if arg.startswith(prefixes) and "=" in arg else None
+
+    last = {key(arg): i for i, arg in enumerate(argv) if key(arg) is not None}
+    return [arg for i, arg in enumerate(argv) if key(arg) is None or last[key(arg)] == i]
+
+
 def debug_requested(argv: Sequence[str]) -> bool:
     """Whether argv asks for tracebacks (read before the flags parse, so a parse error honours it too)."""
     return any(arg in DEBUG_SPELLINGS for arg in argv[1:])

@@ -19,7 +19,7 @@ import numpy as np
 from absl import app, flags
 from ml_collections import config_flags
 
-from experiments.cli import absl_help, guarded
+from experiments.cli import absl_help, guarded, last_override_wins
 
 DEFAULT_TIMES = ("0.01", "0.1", "0.25", "0.5", "0.75", "0.9", "1")
 
@@ -46,7 +46,7 @@ def information_table(config, times: Sequence[float]) -> list[dict]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    argv = list(sys.argv if argv is None else argv)
+    argv = last_override_wins(sys.argv if argv is None else argv)
     flag_values = flags.FlagValues()
 
     def parse_and_run() -> int:

@@ -38,7 +38,7 @@ from typing import Sequence
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from experiments.cli import absl_help, guarded
+from experiments.cli import absl_help, guarded, last_override_wins
 
 STAGES = ("train_teacher", "distill", "sample", "evaluate", "all")
 FLAGS = flags.FLAGS
@@ -197,10 +197,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     def parse_and_run() -> int:
         _config_file_exists(argv)
-        define_flags(flag_values, argv)  # loads the config file: its errors are bad input too
+        parsed = last_override_wins(argv)  # a repeated --config.key=value: the last wins (tuples included)
+        define_flags(flag_values, parsed)  # loads the config file: its errors are bad input too
         if absl_help(argv, __doc__, flag_values, sys.modules[__name__]):
             return 0
-        rest = flag_values(argv)
+        rest = flag_values(parsed)
         if len(rest) > 1:
             raise app.UsageError(f"unexpected arguments: {rest[1:]}")
         return _run_flags(flag_values, argv)

@@ -23,7 +23,7 @@ import inspect
 from di4c_jax.losses import OBJECTIVES
 from di4c_jax.losses.teacher import TeacherLossConfig
 from di4c_jax.registry import dataclass_from_options
-from di4c_jax.sampling import SAMPLERS, check_time_warp
+from di4c_jax.sampling import SAMPLERS, check_sampler_options
 from di4c_jax.train import OptimConfig
 
 RENAMED = {  # keys of earlier config.json files -> where they live now
@@ -121,8 +121,7 @@ class SampleSpec:
         if unknown:
             raise ValueError(f"sample.options {unknown} are not options of the {self.sampler!r} sampler; it takes "
                              f"{sorted(accepted)}")
-        if "time_warp" in self.options:
-            check_time_warp(self.options["time_warp"])
+        check_sampler_options(self.options)
         for name in ("num_samples", "batch_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"sample.{name} must be >= 1, got {getattr(self, name)}")
@@ -131,8 +130,7 @@ class SampleSpec:
                 raise ValueError(f"sample.{name} must be step counts >= 1, got {getattr(self, name)}")
             repeated = sorted({n for n in getattr(self, name) if getattr(self, name).count(n) > 1})
             if repeated:  # each count is one sample file; a repeat would write it twice with different keys
-                raise ValueError(f"sample.{name}={getattr(self, name)} repeats {repeated}; give each step count once "
-                                 f"(a tuple override given twice on the command line is appended to, not replaced)")
+                raise ValueError(f"sample.{name}={getattr(self, name)} repeats {repeated}; give each step count once")
         for pair in self.hybrid:
             if len(pair) != 2 or not 1 <= pair[1] <= pair[0]:
                 raise ValueError(f"sample.hybrid holds (num_steps, teacher_steps) pairs with 1 <= teacher_steps <= "

@@ -10,6 +10,7 @@ import pytest
 from _tiny_cli import TINY, TINY_DATA
 
 from experiments import run as runner
+from experiments.cli import last_override_wins
 
 
 def cli(workdir, *args) -> int:
@@ -51,18 +52,30 @@ def trained(tmp_path_factory):
     ("--config.distill.batch_size=-8", r"distill\.batch_size must be >= 1, got -8"),
     ("--config.distill.loss.num_lambda=0", r"distill\.loss: .*num_lambda .*must be >= 1, got 0"),
     ("--config.sample.num_samples=0", r"sample\.num_samples must be >= 1, got 0"),
-    ("--config.sample.student_steps=(0,)", r"sample\.student_steps must be step counts >= 1, got \(2, 0\)"),
-    ("--config.sample.teacher_steps=(2,4)", r"sample\.teacher_steps=\(2, 2, 4\) repeats \[2\]; give each step count "
-                                            r"once \(a tuple override given twice"),
+    ("--config.sample.student_steps=(0,)", r"sample\.student_steps must be step counts >= 1, got \(0,\)"),
+    ("--config.sample.teacher_steps=(2,2,4)", r"sample\.teacher_steps=\(2, 2, 4\) repeats \[2\]; give each step "
+                                              r"count once$"),
+    ("--config.sample.options.time_warp=cosine", r"unknown time warp 'cosine'"),
+    ("--config.sample.options.share_lam=1", r"share_lam must be True or False, got 1$"),
     ("--config.teacher.optim.learning_rat=0.1", r"teacher\.optim has no field\(s\) \['learning_rat'\]"),
     ("--config.sample.samplesize=3", r"sample has no field\(s\) \['samplesize'\]"),
     ("--config.teacher.steps=abc", r"--config\.teacher\.steps=abc: invalid literal for int"),
 ], ids=["negative_lr", "zero_lr", "zero_steps", "negative_steps", "zero_batch", "negative_batch", "zero_N",
-        "zero_samples", "zero_sample_steps", "repeated_sample_steps", "mistyped_optim_key", "unknown_sample_key", "steps_not_a_number"])
+        "zero_samples", "zero_sample_steps", "repeated_sample_steps", "bad_time_warp", "share_lam_not_bool",
+        "mistyped_optim_key", "unknown_sample_key", "steps_not_a_number"])
 def test_bad_config_value_is_one_line_naming_the_field(tmp_path, capsys, override, pattern):
     workdir = tmp_path / "run"
     assert_error(capsys, cli(workdir, override), pattern)
     assert not workdir.exists()
+
+
+def test_a_repeated_override_keeps_its_last_value():
+    # ml_collections alone appends a repeated tuple override ((2,) then (0,) gave (2, 0)); the zero_sample_steps
+    # case above checks the runner now sees (0,)
+    argv = ["di4c-run", "--config.sample.x=(4,8)", "--config.seed=1", "--config=q.py", "--workdir=w",
+            "-config.sample.x=()", "--config.seed=2", "--config.sample.y", "3"]
+    assert last_override_wins(argv) == ["di4c-run", "--config=q.py", "--workdir=w", "-config.sample.x=()",
+                                        "--config.seed=2", "--config.sample.y", "3"]
 
 
 # ----------------------------------------------------------------------------------------- flags and files
