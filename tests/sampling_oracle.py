@@ -130,6 +130,25 @@ def exact_trajectory_law(process, component_logprobs, dims: int, grid) -> np.nda
     return law
 
 
+def table_mixture(process, seed: int, dims: int):
+    """A mixture Denoiser with two lambda regimes (lam < 1/2, lam >= 1/2), each a table of random logits per x_t
+    state, and its params float32[2, K^D, D, K]. One regime per step with probability 1/2 each."""
+    k = process.num_states
+    params = jnp.asarray(2.0 * np.random.default_rng(seed).normal(size=(2, k**dims, dims, k)), jnp.float32)
+    powers = k ** jnp.arange(dims - 1, -1, -1)
+
+    def apply(params, x_t, t, lam, cond, *, rngs=None):
+        return params[(lam >= 0.5).astype(jnp.int32), x_t @ powers]
+
+    return Denoiser(apply, num_states=k, num_positions=dims, mixture=True), params
+
+
+def regimes(process, denoiser, params):
+    """The x0 log-prob functions of the table's two lambda regimes (for exact_trajectory_law)."""
+    return [lambda xs, s, lam=lam: denoiser.logprobs(process, params, xs, s, jnp.full(s.shape, lam))
+            for lam in (0.25, 0.75)]
+
+
 def forward_marginal_law(process, p0: np.ndarray, dims: int, t: float) -> np.ndarray:
     """q_t = sum_x0 p0(x0) prod_d q_t(x_t^d | x0^d) over the K^D states (float64), p0 over data_values^D."""
     q = np.asarray(process.transition(jnp.float32(t))[0], np.float64)

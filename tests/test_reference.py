@@ -9,37 +9,18 @@ import numpy as np
 import pytest
 from absl import flags
 
-from di4c_jax import Denoiser
 from di4c_jax.losses import di4c_config, di4c_loss
 from di4c_jax.losses.reference import draw_reference_xt
 from di4c_jax.processes import DiscreteGaussian, Masked, Uniform
 from sampling_oracle import (
-    all_states, data_values, exact_trajectory_law, forward_marginal_law, oracle_denoiser, random_law, tv,
+    all_states, data_values, exact_trajectory_law, forward_marginal_law, oracle_denoiser, random_law, regimes,
+    table_mixture, tv,
 )
 from test_di4c_loss import net, rbg_key, setup
 
 DIMS, NUM_DRAWS = 2, 200_000
 TIMES = (0.3, 0.7)  # even items end at 0.3, odd ones at 0.7: each item runs its own grid
 TINY = {"masked": (Masked(vocab_size=2), "sdtt"), "uniform": (Uniform(num_states=2), "tauldr")}
-
-
-def table_mixture(process, seed):
-    """A mixture Denoiser with two lambda regimes (lam < 1/2, lam >= 1/2), each a table of random logits per x_t
-    state, and its params float32[2, K^D, D, K]. One regime per step with probability 1/2 each."""
-    k = process.num_states
-    params = jnp.asarray(2.0 * np.random.default_rng(seed).normal(size=(2, k**DIMS, DIMS, k)), jnp.float32)
-    powers = k ** jnp.arange(DIMS - 1, -1, -1)
-
-    def apply(params, x_t, t, lam, cond, *, rngs=None):
-        return params[(lam >= 0.5).astype(jnp.int32), x_t @ powers]
-
-    return Denoiser(apply, num_states=k, num_positions=DIMS, mixture=True), params
-
-
-def regimes(process, denoiser, params):
-    """The x0 log-prob functions of the table's two lambda regimes (for exact_trajectory_law)."""
-    return [lambda xs, s, lam=lam: denoiser.logprobs(process, params, xs, s, jnp.full(s.shape, lam))
-            for lam in (0.25, 0.75)]
 
 
 def grid(t, num_steps):
@@ -57,7 +38,7 @@ def tiny_problem(name):
     x0 = jnp.asarray(data[np.random.default_rng(1).choice(len(data), size=NUM_DRAWS, p=p0)])
     t = jnp.asarray(np.resize(np.float32(TIMES), NUM_DRAWS))
     teacher = oracle_denoiser(process, random_law(5, process, DIMS), DIMS)  # not p0's posterior: a distinct law
-    return process, recipe, p0, x0, t, teacher, table_mixture(process, 2)
+    return process, recipe, p0, x0, t, teacher, table_mixture(process, 2, DIMS)
 
 
 def draw(process, config, x0, t, teacher, teacher_params, student, student_params, seed=3):

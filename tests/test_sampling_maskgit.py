@@ -99,6 +99,16 @@ def test_sampler_reveals_schedule_and_ends_unmasked(num_steps):
     assert len(np.unique(lams)) == lams.size and np.all((lams >= 0) & (lams < 1))
 
 
+def test_shared_lam_is_one_per_sample_for_every_step():
+    log = []
+    make_maskgit_sampler(process=PROCESS, denoiser=_recording(log, mixture=True), shape=(BATCH, DIMS), num_steps=4,
+                         share_lam=True)(jax.random.key(3), params=None)
+    jax.effects_barrier()
+    lams = np.stack([entry[2] for entry in log])  # [steps, B]
+    np.testing.assert_array_equal(lams, np.broadcast_to(lams[0], lams.shape))
+    assert len(np.unique(lams[0])) == BATCH and np.all((lams >= 0) & (lams < 1))
+
+
 def _guided_pair(params, x_t, t, lam, cond, *, rngs=None):
     """Conditional rows prefer token 1 by 1 nat, unconditional (null class 10) rows by 2: the guided logit of
     token 1 is 1 - w_i, so token 1 is chosen exactly while w_i < 1 (at a sharp sm_temp)."""

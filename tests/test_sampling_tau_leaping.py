@@ -36,6 +36,26 @@ def test_grid_and_nfe_and_jit_once():
     assert out.dtype == jnp.int32 and np.all((np.asarray(out) >= 0) & (np.asarray(out) < 4))
 
 
+@pytest.mark.parametrize("share_lam", [False, True])
+def test_mixture_lam_per_call_or_per_trajectory(share_lam):
+    log = []
+
+    def apply(params, x_t, t, lam, cond, *, rngs=None):
+        jax.debug.callback(lambda ll: log.append(np.asarray(ll)), lam, ordered=True)
+        return jnp.zeros(x_t.shape + (4,))
+
+    make_tau_leaping_sampler(process=PROCESS, denoiser=Denoiser(apply, num_states=4, mixture=True), shape=(6, DIMS),
+                             num_steps=3, share_lam=share_lam)(jax.random.key(0), params=None)
+    jax.effects_barrier()
+    lams = np.stack(log)  # [n + 1 calls, B]
+    assert lams.shape == (4, 6)
+    if share_lam:
+        np.testing.assert_array_equal(lams, np.broadcast_to(lams[0], lams.shape))
+        assert len(np.unique(lams[0])) == 6
+    else:
+        assert len(np.unique(lams)) == lams.size
+
+
 def test_reverse_rates_match_the_formula():
     key = jax.random.key(0)
     x = jax.random.randint(key, (2, DIMS), 0, 4)

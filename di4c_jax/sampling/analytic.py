@@ -17,7 +17,7 @@ import numpy as np
 from di4c_jax.denoiser import Denoiser
 from di4c_jax.processes.base import as_batch_times
 from di4c_jax.processes.protocol import Process
-from di4c_jax.sampling.sampler import SAMPLERS, Sampler, check_networks
+from di4c_jax.sampling.sampler import SAMPLERS, Sampler, check_networks, lam_drawer
 from di4c_jax.sampling.time_warps import warp_time_grid
 
 FINAL_MODES = ("sample", "argmax")
@@ -48,13 +48,14 @@ def _check_config(process, num_steps, teacher_last_steps, teacher, final, time_g
 def analytic_sample(key: jax.Array, *, process: Process, denoiser: Denoiser, params: Any, shape: tuple[int, int],
                     num_steps: int, cond: jax.Array | None = None, time_grid: jax.Array | None = None,
                     final: str | None = None, teacher: Denoiser | None = None, teacher_params: Any = None,
-                    teacher_last_steps: int = 0, time_warp: str = "none") -> jax.Array:
+                    teacher_last_steps: int = 0, time_warp: str = "none", share_lam: bool = False) -> jax.Array:
     """Draw samples with `num_steps` network evaluations.
 
     Args:
       key: PRNG key. Step i uses `fold_in(loop_key, i)` whichever network runs it.
       process: the forward process (`Process`).
-      denoiser, params: the (student) denoiser; a mixture gets a fresh lam ~ U[0, 1] per sample per step.
+      denoiser, params: the (student) denoiser; a mixture gets a fresh lam ~ U[0, 1] per sample per step, or one
+        per sample for all its steps with `share_lam` (`di4c_jax.sampling.lam_drawer`).
       shape: (B, D).
       num_steps: n, the number of network evaluations.
       cond: int32[B] labels or None, passed to every call.
@@ -71,14 +72,14 @@ def analytic_sample(key: jax.Array, *, process: Process, denoiser: Denoiser, par
     batch = shape[0]
     prior_key, loop_key = jax.random.split(key)
     x = process.sample_prior(prior_key, shape)
-    student = (denoiser, params)
-    teacher_net = (teacher, teacher_params)
+    student = (denoiser, params, lam_drawer(key, denoiser=denoiser, batch=batch, share_lam=share_lam))
+    teacher_draw = None if teacher is None else lam_drawer(key, denoiser=teacher, batch=batch, share_lam=False)
+    teacher_net = (teacher, teacher_params, teacher_draw)
 
     def logprobs(net, i, x_t, t):
-        net_denoiser, net_params = net
+        net_denoiser, net_params, draw_lam = net
         lam_key, step_key = jax.random.split(jax.random.fold_in(loop_key, i))
-        lam = net_denoiser.draw_lam(lam_key, batch)
-        return net_denoiser.logprobs(process, net_params, x_t, t, lam, cond), step_key
+        return net_denoiser.logprobs(process, net_params, x_t, t, draw_lam(lam_key), cond), step_key
 
     def transitions(net, x_t, start, stop):
         if stop <= start:
@@ -102,7 +103,7 @@ def analytic_sample(key: jax.Array, *, process: Process, denoiser: Denoiser, par
 @SAMPLERS.register("analytic")
 def make_analytic_sampler(*, process: Process, denoiser: Denoiser, shape: tuple[int, int], num_steps: int,
                           teacher: Denoiser | None = None, teacher_last_steps: int = 0, time_grid=None,
-                          final: str | None = None, time_warp: str = "none") -> Sampler:
+                          final: str | None = None, time_warp: str = "none", share_lam: bool = False) -> Sampler:
     """`analytic_sample` jitted once with the process, networks, grid and step counts closed over (static).
 
     Returns a `Sampler` with `nfe == num_steps` and `teacher_nfe == teacher_last_steps`; call it as
@@ -112,7 +113,7 @@ def make_analytic_sampler(*, process: Process, denoiser: Denoiser, shape: tuple[
         return analytic_sample(key, process=process, denoiser=denoiser, params=params, shape=shape,
                                num_steps=num_steps, cond=cond, time_grid=time_grid, final=final, teacher=teacher,
                                teacher_params=teacher_params, teacher_last_steps=teacher_last_steps,
-                               time_warp=time_warp)
+                               time_warp=time_warp, share_lam=share_lam)
 
     _check_config(process, num_steps, teacher_last_steps, teacher, final, time_grid, time_warp)  # fail early
     check_networks(process, shape, denoiser, teacher)

@@ -18,7 +18,7 @@ import numpy as np
 from di4c_jax.denoiser import Denoiser
 from di4c_jax.processes.confidence import confidence_step
 from di4c_jax.processes.protocol import Process, require
-from di4c_jax.sampling.sampler import SAMPLERS, Sampler, check_networks, reject_teacher_hybrid
+from di4c_jax.sampling.sampler import SAMPLERS, Sampler, check_networks, lam_drawer, reject_teacher_hybrid
 
 DEFAULT_R_TEMP = 4.5  # reference `r_temp` (randomize="linear", hard-coded in sample_and_eval.py)
 
@@ -57,14 +57,15 @@ def gumbel_temperatures(r_temp: float, num_steps: int) -> np.ndarray:
 def maskgit_sample(key: jax.Array, *, process: Process, denoiser: Denoiser, params: Any, shape: tuple[int, int],
                    num_steps: int, cond: jax.Array | None = None, guidance: float = 0.0, sm_temp: float = 1.0,
                    r_temp: float = DEFAULT_R_TEMP, uncond: Denoiser | None = None, uncond_params: Any = None,
-                   schedule: Sequence[int] | None = None) -> jax.Array:
+                   schedule: Sequence[int] | None = None, share_lam: bool = False) -> jax.Array:
     """MaskGIT sampling from all-mask in `num_steps` steps on an absorbing process.
 
     Args:
       key: PRNG key; step i uses `fold_in(key, i)`.
       process: an absorbing process (its `mask_id` and time grid `default_time_grid(n)`: t_i = 1 - i/n, the
         masked-time of progress r = i/n).
-      denoiser, params: the network; a mixture gets a fresh lam ~ U[0, 1] per sample per step.
+      denoiser, params: the network; a mixture gets a fresh lam ~ U[0, 1] per sample per step, or one per sample
+        for all its steps with `share_lam` (`di4c_jax.sampling.lam_drawer`).
       shape: (B, D).
       num_steps: n (network evaluations).
       cond: int32[B] labels (needed for guidance) or None.
@@ -89,10 +90,12 @@ def maskgit_sample(key: jax.Array, *, process: Process, denoiser: Denoiser, para
     xs = (jnp.arange(num_steps), jnp.asarray(grid[:-1], jnp.float32), jnp.asarray(reveal, jnp.int32),
           jnp.asarray(cfg_weights(guidance, num_steps)), jnp.asarray(gumbel_temperatures(r_temp, num_steps)))
 
+    draw_lam = lam_drawer(key, denoiser=denoiser, batch=batch, share_lam=share_lam)
+
     def step(x, inputs):
         i, t_i, k, w, temp = inputs
         lam_key, conf_key = jax.random.split(jax.random.fold_in(key, i))
-        lam = denoiser.draw_lam(lam_key, batch)
+        lam = draw_lam(lam_key)
         t = jnp.full((batch,), t_i, jnp.float32)
         if guidance == 0:
             logits = denoiser(params, x, t, lam, cond)
@@ -118,7 +121,7 @@ def maskgit_sample(key: jax.Array, *, process: Process, denoiser: Denoiser, para
 def make_maskgit_sampler(*, process: Process, denoiser: Denoiser, shape: tuple[int, int], num_steps: int,
                          teacher: Denoiser | None = None, teacher_last_steps: int = 0, guidance: float = 0.0,
                          sm_temp: float = 1.0, r_temp: float = DEFAULT_R_TEMP, uncond: Denoiser | None = None,
-                         schedule: Sequence[int] | None = None) -> Sampler:
+                         schedule: Sequence[int] | None = None, share_lam: bool = False) -> Sampler:
     """`maskgit_sample` jitted with everything but (key, params, teacher_params, cond) static.
 
     `teacher_params` feed `uncond`. `nfe == num_steps` sequential network evaluations (with guidance each one
@@ -135,7 +138,7 @@ def make_maskgit_sampler(*, process: Process, denoiser: Denoiser, shape: tuple[i
     def run(key, params, teacher_params=None, cond=None):
         return maskgit_sample(key, process=process, denoiser=denoiser, params=params, shape=shape,
                               num_steps=num_steps, cond=cond, guidance=guidance, sm_temp=sm_temp, r_temp=r_temp,
-                              uncond=uncond, uncond_params=teacher_params, schedule=schedule)
+                              uncond=uncond, uncond_params=teacher_params, schedule=schedule, share_lam=share_lam)
 
     teacher_nfe = num_steps if (uncond is not None and guidance != 0) else 0
     return Sampler(jax.jit(run), nfe=num_steps, teacher_nfe=teacher_nfe)

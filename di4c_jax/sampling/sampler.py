@@ -14,6 +14,9 @@ import jax
 
 from di4c_jax.registry import Registry
 
+# fold_in data of a trajectory's shared-lambda key: no sampler folds a step index this large into its key
+TRAJECTORY_LAM_STREAM = 0x1A4B
+
 SAMPLERS: Registry[Callable[..., "Sampler"]] = Registry("sampler")
 
 
@@ -33,6 +36,34 @@ class Sampler:
 
     def __call__(self, key: jax.Array, *, params, teacher_params=None, cond=None) -> jax.Array:
         return self.sample(key, params, teacher_params, cond)
+
+
+def check_share_lam(share_lam) -> None:
+    """Raise ValueError naming the value unless share_lam is a bool."""
+    if not isinstance(share_lam, bool):
+        raise ValueError(f"share_lam must be True or False, got {share_lam!r}")
+
+
+def lam_drawer(key: jax.Array, *, denoiser, batch: int, share_lam: bool) -> Callable[[jax.Array], jax.Array | None]:
+    """How a sampler draws a mixture's lambda: returns `draw(step_key) -> float32[B] | None` for one step.
+
+    Args:
+      key: the sampler's key (the shared lambda's stream is folded out of it).
+      denoiser: a `Denoiser` (a product one gives None at every step); batch: B.
+
+      share_lam: False: a fresh lambda per sample per step, from `step_key` (the references' samplers): each step
+        samples the mixture p(x0 | x_t). True: one lambda per sample for the whole trajectory, drawn once from
+        `key`'s own stream, so every step evaluates the same component: the samples' law is the mean over lambda
+        of each component's own chain (lambda as a latent drawn first), not the chain of the mixture.
+
+    Returns:
+      draw(step_key) -> float32[B] lambdas in [0, 1), or None for a product denoiser.
+    """
+    check_share_lam(share_lam)
+    if not share_lam:
+        return lambda step_key: denoiser.draw_lam(step_key, batch)
+    lam = denoiser.draw_lam(jax.random.fold_in(key, TRAJECTORY_LAM_STREAM), batch)
+    return lambda step_key: lam
 
 
 def reject_teacher_hybrid(name: str, teacher_last_steps: int) -> None:

@@ -16,7 +16,7 @@ from di4c_jax.denoiser import Denoiser
 from di4c_jax.processes.base import as_batch_times
 from di4c_jax.processes.protocol import Process, require
 from di4c_jax.processes.rates import reverse_rates
-from di4c_jax.sampling.sampler import SAMPLERS, Sampler, check_networks, reject_teacher_hybrid
+from di4c_jax.sampling.sampler import SAMPLERS, Sampler, check_networks, lam_drawer, reject_teacher_hybrid
 
 
 def tau_leaping_grid(num_steps: int, t_min: float) -> jax.Array:
@@ -36,13 +36,15 @@ def tau_leap(key: jax.Array, *, x_t: jax.Array, rates: jax.Array, h: jax.Array) 
 
 
 def tau_leaping_sample(key: jax.Array, *, process: Process, denoiser: Denoiser, params: Any, shape: tuple[int, int],
-                       num_steps: int, t_min: float | None = None, cond: jax.Array | None = None) -> jax.Array:
+                       num_steps: int, t_min: float | None = None, cond: jax.Array | None = None,
+                       share_lam: bool = False) -> jax.Array:
     """Draw samples with num_steps leaps plus a final argmax: num_steps + 1 network evaluations.
 
     Args:
       key: PRNG key; step i uses fold_in(loop_key, i).
       process: a process with a generator (`has_generator`), e.g. DiscreteGaussian.
-      denoiser, params: the network; a mixture gets a fresh lam ~ U[0, 1] per sample per call.
+      denoiser, params: the network; a mixture gets a fresh lam ~ U[0, 1] per sample per call, or one per sample
+        for all its calls with `share_lam` (`di4c_jax.sampling.lam_drawer`).
       shape: (B, D).  num_steps: leaps.  t_min: last leap time (default `process.t_min`).  cond: int32[B] or None.
 
     Returns:
@@ -55,10 +57,11 @@ def tau_leaping_sample(key: jax.Array, *, process: Process, denoiser: Denoiser, 
     grid = tau_leaping_grid(num_steps, t_min)
     batch = shape[0]
     prior_key, loop_key = jax.random.split(key)
+    draw_lam = lam_drawer(key, denoiser=denoiser, batch=batch, share_lam=share_lam)
 
     def logprobs(i, x, t):
         lam_key, step_key = jax.random.split(jax.random.fold_in(loop_key, i))
-        return denoiser.logprobs(process, params, x, t, denoiser.draw_lam(lam_key, batch), cond), step_key
+        return denoiser.logprobs(process, params, x, t, draw_lam(lam_key), cond), step_key
 
     def body(x, i):
         t = as_batch_times(grid[i], batch)
@@ -74,7 +77,7 @@ def tau_leaping_sample(key: jax.Array, *, process: Process, denoiser: Denoiser, 
 @SAMPLERS.register("tau_leaping")
 def make_tau_leaping_sampler(*, process: Process, denoiser: Denoiser, shape: tuple[int, int], num_steps: int,
                              teacher: Denoiser | None = None, teacher_last_steps: int = 0,
-                             t_min: float | None = None) -> Sampler:
+                             t_min: float | None = None, share_lam: bool = False) -> Sampler:
     """`tau_leaping_sample` jitted with everything but (key, params, cond) static; `sampler.nfe == num_steps + 1`.
     No teacher hybrid (`teacher_last_steps` must be 0)."""
     del teacher
@@ -87,6 +90,6 @@ def make_tau_leaping_sampler(*, process: Process, denoiser: Denoiser, shape: tup
     def run(key, params, teacher_params=None, cond=None):
         del teacher_params
         return tau_leaping_sample(key, process=process, denoiser=denoiser, params=params, shape=shape,
-                                  num_steps=num_steps, t_min=t_min, cond=cond)
+                                  num_steps=num_steps, t_min=t_min, cond=cond, share_lam=share_lam)
 
     return Sampler(jax.jit(run), nfe=num_steps + 1)
