@@ -23,6 +23,7 @@ import time
 # dense bf16 peak FLOP/s per device kind (vendor figures, no sparsity); others: the issue's 790 TFLOP/s reference
 PEAKS = {"H100": 989e12, "H200": 989e12, "A100": 312e12}
 DEFAULT_PEAK = 790e12
+PARTS = ("peak_memory", "step_mfu", "sampling")
 
 
 def parse(argv):
@@ -34,6 +35,11 @@ def parse(argv):
     parser.add_argument("--sample-batch", type=int, default=64)
     parser.add_argument("--sample-steps", default="1,2,4,8,16", help="sampler step counts")
     parser.add_argument("--lambdas", default="16,64", help="N of the step (first) and of the peak-memory runs")
+    parser.add_argument("--remat", default="full", choices=("none", "dots_saveable", "dots_with_no_batch_dims_saveable",
+                                                            "full"), help="remat of the step (parts 1 and 2)")
+    parser.add_argument("--batch", type=int, default=None,
+                        help="per-device batch of part 2 (default: the largest power of two that fits)")
+    parser.add_argument("--parts", default=",".join(PARTS), help=f"which of {','.join(PARTS)} to run")
     return parser.parse_args(argv)
 
 
@@ -72,13 +78,13 @@ def _concrete(built, key):
 _COMPILED: dict = {}
 
 
-def _compiled(setting: str, num_lambda: int, per_device_batch: int):
-    """(StepSetup, AOT-compiled step) of the bf16, remat-full step on one device, compiled once per shape."""
+def _compiled(setting: str, num_lambda: int, per_device_batch: int, remat: str):
+    """(StepSetup, AOT-compiled step) of the bf16 step on one device, compiled once per shape and remat."""
     from experiments import scale
 
-    key = (setting, num_lambda, per_device_batch)
+    key = (setting, num_lambda, per_device_batch, remat)
     if key not in _COMPILED:
-        built = scale.build_step(setting, num_lambda=num_lambda, devices=1, dtype="bfloat16", remat="full",
+        built = scale.build_step(setting, num_lambda=num_lambda, devices=1, dtype="bfloat16", remat=remat,
                                  per_device_batch=per_device_batch)
         _COMPILED[key] = built, built.step.jitted.lower(built.state, built.batch, built.frozen).compile()
     return _COMPILED[key]
@@ -104,22 +110,23 @@ def _run_steps(built, compiled, num_steps: int) -> float:
     return sorted(times)[len(times) // 2]
 
 
-def step_mfu(setting: str, num_steps: int, num_lambda: int) -> dict:
+def step_mfu(setting: str, num_steps: int, num_lambda: int, remat: str, batch: int | None = None) -> dict:
     import jax
 
     from experiments import scale
 
     device = jax.devices()[0]
     capacity = (device.memory_stats() or {}).get("bytes_limit")
-    _, one = _compiled(setting, num_lambda, 1)
-    mem = one.memory_analysis()
-    fixed = mem.argument_size_in_bytes + mem.output_size_in_bytes
-    batch = 1
-    if capacity:
-        fits = max(1, int((0.9 * capacity - fixed) // max(mem.temp_size_in_bytes, 1)))
-        batch = 1 << (fits.bit_length() - 1)
+    batch1_temp = None
+    if batch is None:
+        _, one = _compiled(setting, num_lambda, 1, remat)
+        mem = one.memory_analysis()
+        batch1_temp = int(mem.temp_size_in_bytes)
+        fixed = mem.argument_size_in_bytes + mem.output_size_in_bytes
+        fits = int((0.9 * capacity - fixed) // max(batch1_temp, 1)) if capacity else 1
+        batch = 1 << (max(1, fits).bit_length() - 1)
     while True:
-        built, compiled = _compiled(setting, num_lambda, batch)
+        built, compiled = _compiled(setting, num_lambda, batch, remat)
         try:
             step_s = _run_steps(built, compiled, num_steps)
             break
@@ -130,18 +137,18 @@ def step_mfu(setting: str, num_steps: int, num_lambda: int) -> dict:
             batch //= 2
     flops, _ = scale.model_flops(built)
     peak = _peak_flops(device)
-    return {"num_lambda": num_lambda, "per_device_batch": batch, "step_s": step_s, "flops_per_step": flops, "peak_flops": peak,
-            "mfu": flops / step_s / peak, "bytes_limit": capacity, "compiled_bytes": _compiled_bytes(compiled),
-            "batch1_temp_bytes": int(mem.temp_size_in_bytes)}
+    return {"num_lambda": num_lambda, "remat": remat, "per_device_batch": batch, "step_s": step_s,
+            "flops_per_step": flops, "peak_flops": peak, "mfu": flops / step_s / peak, "bytes_limit": capacity,
+            "compiled_bytes": _compiled_bytes(compiled), "batch1_temp_bytes": batch1_temp}
 
 
-def peak_memory(setting: str, lambdas: list[int]) -> dict:
+def peak_memory(setting: str, lambdas: list[int], remat: str) -> dict:
     """Each N in increasing order (batch 1): the peak so far after each is that run's peak."""
     import jax
 
-    out = {}
+    out = {"remat": remat}
     for n in sorted(lambdas):
-        built, compiled = _compiled(setting, n, 1)
+        built, compiled = _compiled(setting, n, 1, remat)
         _run_steps(built, compiled, 1)
         stats = jax.devices()[0].memory_stats() or {}
         out[f"N{n}"] = {"compiled_bytes": _compiled_bytes(compiled),
@@ -179,11 +186,16 @@ def main(argv=None) -> dict:
     out = {"device": jax.devices()[0].device_kind, "platform": jax.devices()[0].platform,
            "jax": jax.__version__, "setting": args.setting}
     lambdas = [int(n) for n in args.lambdas.split(",")]
-    parts = (("peak_memory", lambda: peak_memory(args.setting, lambdas)),  # first: the peak counter only grows
-             ("step_mfu", lambda: step_mfu(args.setting, args.steps, lambdas[0])),
+    parts = (("peak_memory", lambda: peak_memory(args.setting, lambdas, args.remat)),  # first: the peak only grows
+             ("step_mfu", lambda: step_mfu(args.setting, args.steps, lambdas[0], args.remat, args.batch)),
              ("sampling", lambda: sampling(args.setting, args.sample_batch,
                                               [int(n) for n in args.sample_steps.split(",")])))
+    chosen = args.parts.split(",")
+    if unknown := sorted(set(chosen) - set(PARTS)):
+        raise SystemExit(f"gpu_check: unknown --parts {unknown}; choose from {','.join(PARTS)}")
     for name, part in parts:
+        if name not in chosen:
+            continue
         if time.perf_counter() - start > args.budget_s:
             out[name] = {"skipped": f"time budget of {args.budget_s:.0f} s spent"}
             continue

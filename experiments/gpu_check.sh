@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The GPU check: at most 8 minutes on one H100 / H200 (experiments/gpu_check.py says what it measures).
 #   bash experiments/gpu_check.sh [out.json]      (default: docs/results/gpu_check.json)
-# Needs jax with CUDA (pip install -U "jax[cuda12]") in the active environment; refuses to run on CPU.
+# Needs jax with CUDA (pip install -U "jax[cuda12]" or "jax[cuda13]") and, on jax >= 0.11, flax >= 0.12.10 in the
+# environment whose `python` is first on PATH; refuses to run on CPU.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out="${1:-docs/results/gpu_check.json}"

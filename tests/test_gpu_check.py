@@ -26,3 +26,12 @@ def test_gpu_check_runs_every_part_at_the_tiny_size(tmp_path):
 def test_budget_skips_the_parts_left(tmp_path):
     out = gpu_check.main(["--json", str(tmp_path / "check.json"), "--setting", "tiny", "--budget-s", "-1"])
     assert all("skipped" in out[part] for part in ("peak_memory", "step_mfu", "sampling"))
+
+
+def test_parts_remat_and_batch_choose_what_runs(tmp_path):
+    out = gpu_check.main(["--json", str(tmp_path / "check.json"), "--setting", "tiny", "--steps", "1",
+                          "--lambdas", "2", "--parts", "step_mfu", "--remat", "none", "--batch", "2"])
+    assert "peak_memory" not in out and "sampling" not in out
+    assert out["step_mfu"]["remat"] == "none" and out["step_mfu"]["per_device_batch"] == 2, out
+    with pytest.raises(SystemExit, match="unknown --parts"):
+        gpu_check.main(["--json", str(tmp_path / "x.json"), "--parts", "step"])
