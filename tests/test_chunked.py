@@ -12,9 +12,10 @@ from di4c_jax.losses.chunked import chunked_component_stats, component_stats, de
 from test_di4c_loss import SHARE_OVERRIDES, net, setup
 
 
-def _value_and_grad(preset, chunk, num_lambda=5):
+def _value_and_grad(preset, chunk, num_lambda=5, consis_coupling=0.0):
     process, config, student, teacher, x0, cond = setup(preset, **SHARE_OVERRIDES[preset])
-    config = dataclasses.replace(config, num_lambda=num_lambda, chunk=chunk, student_dropout=False)
+    config = dataclasses.replace(config, num_lambda=num_lambda, chunk=chunk, student_dropout=False,
+                                 consis_coupling=consis_coupling)
 
     def loss(params, key):
         return di4c_loss(key, student=net(process, True), student_params=params, teacher=net(process, False),
@@ -25,11 +26,13 @@ def _value_and_grad(preset, chunk, num_lambda=5):
     return jax.jit(jax.value_and_grad(loss, has_aux=True))(student, jax.random.key(3))
 
 
-@pytest.mark.parametrize("preset", ["tauldr", "sdtt", "maskgit"])
-def test_chunked_loss_and_gradient_equal_the_unchunked_ones(preset):
-    (want, want_aux), want_grad = _value_and_grad(preset, chunk=None)  # default chunk: N fits, one pass
-    for chunk in (1, 2, 3):  # 5 = 5 x 1 = 2 x 2 + 1 = 1 x 3 + 2
-        (got, got_aux), got_grad = _value_and_grad(preset, chunk=chunk)
+@pytest.mark.parametrize("preset, consis_coupling", [("tauldr", 0.0), ("sdtt", 0.0), ("maskgit", 0.0),
+                                                     ("sdtt", 0.5)])
+def test_chunked_loss_and_gradient_equal_the_unchunked_ones(preset, consis_coupling):
+    """(consis_coupling > 0 pairs t-side lambdas with the composition copies in both paths.)"""
+    (want, want_aux), want_grad = _value_and_grad(preset, chunk=None, consis_coupling=consis_coupling)
+    for chunk in (1, 2, 3):  # 5 = 5 x 1 = 2 x 2 + 1 = 1 x 3 + 2; chunk None: N fits, one pass
+        (got, got_aux), got_grad = _value_and_grad(preset, chunk=chunk, consis_coupling=consis_coupling)
         np.testing.assert_allclose(got, want, rtol=1e-5)
         for name in want_aux:
             np.testing.assert_allclose(got_aux[name], want_aux[name], rtol=1e-5, atol=1e-6, err_msg=name)

@@ -11,7 +11,10 @@ aux keys (every recipe; batch means):
             the item's x_t (sdtt, maskgit), or the same KL on tauldr's separate small-time batch (weight 1)
   data      the data term's share: time_coeff (-(F - G)(x0)) + KL(teacher marginals || mixture marginals)
             (time_coeff 0 where x_t came from a reference trajectory, not from x0: `losses.reference`)
-  consis    the consistency term's share: w_consis (-mean_m (F - G)(x_hat_m) + KL(composition || mixture marginals))
+  consis    the consistency term's share: w_consis (-mean_m (F - G)(x_hat_m) + KL(composition || mixture marginals)),
+            with the recipe's consis_coupling a: w_consis ((1 - a) (that) + a consis_comp)
+  consis_comp   -mean_m log p_m(x_hat_m): each composition sample under the t-side component of the lambda that
+            drew it (computed when a > 0, else 0; a cross-entropy, so it does not go to 0)
   data_cor, data_ind, consis_cor, consis_ind   the unweighted correlation (-(F - G), or -F without the control
             variate) and marginal-KL parts of the data and consistency terms (0 for the KLs without control variate)
 F is the log mixture density, G the log product of its marginals; KLs are summed over D and K.
@@ -39,7 +42,7 @@ sg = jax.lax.stop_gradient
 
 
 def di4c_objective(*, logp_t, x0, logp_teacher_t, logp_u, x_hat, time_coeff, w_distil, w_consis,
-                   control_variate: bool = True):
+                   control_variate: bool = True, consis_coupling: float = 0.0):
     """Di4C loss from precomputed log-probabilities.
 
     Args:
@@ -50,6 +53,8 @@ def di4c_objective(*, logp_t, x0, logp_teacher_t, logp_u, x_hat, time_coeff, w_d
       x_hat: int[B, M, D], one draw of each composition component.
       time_coeff, w_consis: float32[B].  w_distil: float32[B], or None for no same-x_t distillation term.
       control_variate: subtract G (the product of the mixture marginals) and add the marginal KLs back.
+      consis_coupling: the share a in [0, 1] of the consistency term taken per component; with a > 0, logp_t[:, m]
+        (m < M <= N) must be the student at the lambda that drew x_hat[:, m] (`Di4CRecipe.consis_coupling`).
 
     Returns:
       (scalar loss, aux): aux as in the module docstring (tauldr's `distil` is added by `di4c_loss`).
@@ -58,7 +63,7 @@ def di4c_objective(*, logp_t, x0, logp_teacher_t, logp_u, x_hat, time_coeff, w_d
     stats = component_stats(logp_t, _points(x0, x_hat), jnp.exp(sg(logp_teacher_t)))
     return objective_from_stats(stats, logp_teacher_t=logp_teacher_t, log_marginal_u=mixture_log_marginal(logp_u),
                                 time_coeff=time_coeff, w_distil=w_distil, w_consis=w_consis,
-                                control_variate=control_variate)
+                                control_variate=control_variate, consis_coupling=consis_coupling)
 
 
 def _points(x0, x_hat):
@@ -67,10 +72,16 @@ def _points(x0, x_hat):
 
 
 def objective_from_stats(stats: ComponentStats, *, logp_teacher_t, log_marginal_u, time_coeff, w_distil, w_consis,
-                         control_variate: bool = True):
+                         control_variate: bool = True, consis_coupling: float = 0.0):
     """`di4c_objective` from the student's component statistics (`losses.chunked`), values gathered at the points
     [x0, x_hat_1..M]. log_marginal_u: [B, D, K] the composition components' marginals (stop-gradient)."""
-    batch = stats.cross.shape[0]
+    batch, num = stats.cross.shape
+    num_hat = stats.values.shape[-1] - 1
+    if not 0.0 <= consis_coupling <= 1.0:
+        raise ValueError(f"consis_coupling must be in [0, 1], got {consis_coupling}")
+    if consis_coupling > 0 and num_hat > num:
+        raise ValueError(f"consis_coupling > 0 pairs composition sample m with component m: needs M <= N, got "
+                         f"M = {num_hat} > N = {num}")
     weights = (("time_coeff", time_coeff), ("w_consis", w_consis)) + (
         () if w_distil is None else (("w_distil", w_distil),))
     for name, w in weights:
@@ -93,9 +104,16 @@ def objective_from_stats(stats: ComponentStats, *, logp_teacher_t, log_marginal_
         distil = w_distil * (neg_entropy - jnp.mean(stats.cross, axis=1))
 
     data = time_coeff * data_cor + data_ind
-    consis = w_consis * (consis_cor + consis_ind)
+    consis = consis_cor + consis_ind
+    if consis_coupling > 0:  # component m at the sample it drew: values[b, m, :, 1 + m]
+        own = jnp.diagonal(stats.values[:, :num_hat, :, 1:], axis1=1, axis2=3)  # [B, D, M]
+        consis_comp = -jnp.mean(jnp.sum(own, axis=1), axis=1)
+        consis = (1.0 - consis_coupling) * consis + consis_coupling * consis_comp
+    else:
+        consis_comp = jnp.zeros((batch,), log_marginal.dtype)
+    consis = w_consis * consis
     terms = dict(data=data, data_cor=data_cor, data_ind=data_ind, distil=distil, consis=consis,
-                 consis_cor=consis_cor, consis_ind=consis_ind, loss=distil + data + consis)
+                 consis_cor=consis_cor, consis_ind=consis_ind, consis_comp=consis_comp, loss=distil + data + consis)
     aux = {name: jnp.mean(v) for name, v in terms.items()}
     return aux["loss"], aux
 
@@ -120,6 +138,11 @@ def _repeat(x, n):
     return None if x is None else jnp.repeat(x, n, axis=0)
 
 
+def _composition_lams(key, batch: int, m: int) -> jax.Array:
+    """The lambdas of the M u-side student passes, float32[B, M] (copy m of row b at [b, m])."""
+    return draw_lam(key, batch * m).reshape(batch, m)
+
+
 def _composition(keys, *, teacher: Denoiser, teacher_params, student: Denoiser, student_params, process, x_t, t, u,
                  cond, config: Di4CRecipe, chunk: int):
     """Everything the consistency term needs from the teacher steps, `chunk` of the M composition copies at a time.
@@ -137,7 +160,7 @@ def _composition(keys, *, teacher: Denoiser, teacher_params, student: Denoiser, 
     k_lam, k_step = jax.random.split(k_teacher)
     step_keys, hat_keys = jax.random.split(k_step, m), jax.random.split(k_hat, m)
     lam_teacher = draw_lam(k_lam, batch * m).reshape(batch, m)
-    lam_u = draw_lam(k_lam_u, batch * m).reshape(batch, m)
+    lam_u = _composition_lams(k_lam_u, batch, m)
     teacher_params, student_params = sg(teacher_params), sg(student_params)
     product_marginal = None if teacher.mixture else teacher.logprobs(process, teacher_params, x_t, t, None, cond)
 
@@ -275,16 +298,27 @@ def di4c_loss(key: jax.Array, *, student: Denoiser, student_params: Any, teacher
 
     rngs = k_drop if config.student_dropout else None
     points, tau = _points(x0, x_hat), jnp.exp(logp_teacher_t)
-    if chunk >= n or not student.mixture:
+    coupled = config.consis_coupling > 0
+    if coupled and not student.mixture:
+        raise ValueError("consis_coupling > 0 pairs lambdas of a mixture student; this student is a product "
+                         "(mixture=False)")
+    if not student.mixture:
         logp_t = student.component_logprobs(k_lam_t, process, student_params, x_t, t, num=n, cond=cond, rngs=rngs)
         stats = component_stats(logp_t, points, tau)
     else:
-        stats = chunked_component_stats(student_params, student=student, process=process, x_t=x_t, t=t,
-                                        lam=student.draw_lam(k_lam_t, batch * n).reshape(batch, n), cond=cond,
-                                        rngs=rngs, points=points, tau=tau, chunk=chunk)
+        lam_t = student.draw_lam(k_lam_t, batch * n).reshape(batch, n)
+        if coupled:  # component m < M at the lambda of composition copy m
+            lam_t = lam_t.at[:, :m].set(_composition_lams(k_lam_u, batch, m))
+        if chunk >= n:
+            logp_t = student.logprobs(process, student_params, _repeat(x_t, n), _repeat(t, n), lam_t.reshape(-1),
+                                      _repeat(cond, n), rngs=rngs)
+            stats = component_stats(logp_t.reshape(batch, n, *logp_t.shape[1:]), points, tau)
+        else:
+            stats = chunked_component_stats(student_params, student=student, process=process, x_t=x_t, t=t,
+                                            lam=lam_t, cond=cond, rngs=rngs, points=points, tau=tau, chunk=chunk)
     loss, aux = objective_from_stats(stats, logp_teacher_t=logp_teacher_t, log_marginal_u=log_marginal_u,
                                      time_coeff=time_coeff, w_distil=times.w_distil, w_consis=times.w_consis,
-                                     control_variate=config.control_variate)
+                                     control_variate=config.control_variate, consis_coupling=config.consis_coupling)
     if config.small_time_distillation:
         distil = jnp.mean(_small_time_distillation(k_small, student, student_params, teacher, teacher_params,
                                                    process, x0, cond, config, chunk=chunk))

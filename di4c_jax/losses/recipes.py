@@ -31,8 +31,14 @@ step trajectory from t = 1 down to the item's t with probability `reference_teac
 (on-policy) `reference_student_steps`-step trajectory with probability `reference_student`. A trajectory item's
 x_t has no data point behind it, so its data correlation term is dropped (time_coeff 0). `consis_weighting`
 multiplies every recipe's consistency weight by w(t): 'uniform' 1, 'linear' 2 t, 'late' 3 t^2 (mean 1 under
-t ~ U[0, 1]), and `consis_scale` by a constant (0 leaves the data and distillation terms alone: an ablation). The
-defaults (0, 0, 'uniform', 1) are the references' behaviour.
+t ~ U[0, 1]), and `consis_scale` by a constant (0 leaves the data and distillation terms alone: an ablation).
+`consis_coupling` a in [0, 1] takes that share of the consistency term per component: the student's t-side lambdas
+n < M are the u-side ones, and (1 - a) KL(composition || mixture) becomes (1 - a) of it plus a times the
+cross-entropy of each composition sample x_hat_m under the t-side component of the lambda that drew it. a = 1 is
+(up to the samples' entropy) E_lam KL(composition_lam || student_t(lam)), an upper bound on the mixture KL (joint
+convexity); it asks each component to be consistent with itself across t, which one lambda per sampling trajectory
+(`sampling` option `share_lam`) relies on. It needs a mixture student and M <= N. The defaults (0, 0, 'uniform', 1,
+0) are the references' behaviour.
 """
 from __future__ import annotations
 
@@ -81,6 +87,7 @@ class Di4CRecipe:
     reference_student_steps: int = 2
     consis_weighting: str = "uniform"  # w(t) on the consistency weight: a key of CONSIS_WEIGHTINGS
     consis_scale: float = 1.0  # a constant factor on the consistency weight (0: no consistency term)
+    consis_coupling: float = 0.0  # share of the consistency term taken per component (same lambda at u and t)
 
     name: ClassVar[str] = ""
     small_time_distillation: ClassVar[bool] = False  # tauldr: a separate small-time distillation batch
@@ -110,6 +117,11 @@ class Di4CRecipe:
                 raise ValueError(f"{self.name}: {field} must be >= 1, got {getattr(self, field)}")
         if not self.consis_scale >= 0.0:
             raise ValueError(f"{self.name}: consis_scale must be >= 0, got {self.consis_scale}")
+        if not 0.0 <= self.consis_coupling <= 1.0:
+            raise ValueError(f"{self.name}: consis_coupling must be in [0, 1], got {self.consis_coupling}")
+        if self.consis_coupling > 0 and self.num_samples_composition > self.num_lambda:
+            raise ValueError(f"{self.name}: consis_coupling > 0 pairs composition copy m with t-side lambda m, so it "
+                             f"needs num_composition <= num_lambda, got {self.num_composition} > {self.num_lambda}")
         if self.consis_weighting not in CONSIS_WEIGHTINGS:
             raise ValueError(f"{self.name}: consis_weighting must be one of {sorted(CONSIS_WEIGHTINGS)}, got "
                              f"{self.consis_weighting!r}")
