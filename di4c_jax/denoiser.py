@@ -75,9 +75,16 @@ class Denoiser:
         A product denoiser gives `num` copies of its one distribution.
         """
         batch = x_t.shape[0]
+        lam = draw_lam(key, batch * num).reshape(batch, num)
+        return self.component_logprobs_at(process, params, x_t, t, lam, cond, rngs=rngs)
+
+    def component_logprobs_at(self, process, params: Params, x_t, t, lam, cond=None, *, rngs=None) -> jax.Array:
+        """Log-probs of the components at lam float32[B, num] (component n of row b at lam[b, n]): [B, num, D, K],
+        in one network call over B*num rows repeated b-major. A product denoiser ignores lam (num copies)."""
+        batch, num = lam.shape
         rep = lambda a: None if a is None else jnp.repeat(a, num, axis=0)  # noqa: E731
-        x_rep = rep(x_t)
-        logp = self.logprobs(process, params, x_rep, rep(t), self.draw_lam(key, batch * num), rep(cond), rngs=rngs)
+        logp = self.logprobs(process, params, rep(x_t), rep(t), lam.reshape(-1) if self.mixture else None, rep(cond),
+                             rngs=rngs)
         return logp.reshape(batch, num, *logp.shape[1:])
 
     def with_apply(self, apply: Apply) -> "Denoiser":

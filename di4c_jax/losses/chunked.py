@@ -104,11 +104,8 @@ def chunked_component_stats(params: Any, *, student: Denoiser, process: Process,
 
     def chunk_stats(p, lam_c, c):
         """(logsumexp over the chunk [B, D, K], values [B, n_c, D, P], cross [B, n_c]) of lambdas lam_c [B, n_c]."""
-        n_c = lam_c.shape[1]
-        rep = lambda a: None if a is None else jnp.repeat(a, n_c, axis=0)  # noqa: E731
         key = None if rngs is None else jax.random.fold_in(rngs, c)
-        logp = student.logprobs(process, p, rep(x_t), rep(t), lam_c.reshape(-1), rep(cond), rngs=key)
-        logp = logp.reshape(batch, n_c, *logp.shape[1:])
+        logp = student.component_logprobs_at(process, p, x_t, t, lam_c, cond, rngs=key)
         return (logsumexp_axis(logp, 1), gather_points(logp, points), jnp.einsum("bndk,bdk->bn", logp, tau))
 
     lam_full = jnp.moveaxis(lam[:, :full * chunk].reshape(batch, full, chunk), 1, 0)  # [C, B, chunk]

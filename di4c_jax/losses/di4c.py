@@ -138,9 +138,9 @@ def _repeat(x, n):
     return None if x is None else jnp.repeat(x, n, axis=0)
 
 
-def _composition_lams(key, batch: int, m: int) -> jax.Array:
-    """The lambdas of the M u-side student passes, float32[B, M] (copy m of row b at [b, m])."""
-    return draw_lam(key, batch * m).reshape(batch, m)
+def _lam_grid(key, batch: int, num: int) -> jax.Array:
+    """num lambdas per row, float32[B, num] (copy n of row b at [b, n], drawn b-major)."""
+    return draw_lam(key, batch * num).reshape(batch, num)
 
 
 def _composition(keys, *, teacher: Denoiser, teacher_params, student: Denoiser, student_params, process, x_t, t, u,
@@ -159,8 +159,7 @@ def _composition(keys, *, teacher: Denoiser, teacher_params, student: Denoiser, 
     m, classes = config.num_samples_composition, process.num_states
     k_lam, k_step = jax.random.split(k_teacher)
     step_keys, hat_keys = jax.random.split(k_step, m), jax.random.split(k_hat, m)
-    lam_teacher = draw_lam(k_lam, batch * m).reshape(batch, m)
-    lam_u = _composition_lams(k_lam_u, batch, m)
+    lam_teacher, lam_u = _lam_grid(k_lam, batch, m), _lam_grid(k_lam_u, batch, m)
     teacher_params, student_params = sg(teacher_params), sg(student_params)
     product_marginal = None if teacher.mixture else teacher.logprobs(process, teacher_params, x_t, t, None, cond)
 
@@ -302,20 +301,15 @@ def di4c_loss(key: jax.Array, *, student: Denoiser, student_params: Any, teacher
     if coupled and not student.mixture:
         raise ValueError("consis_coupling > 0 pairs lambdas of a mixture student; this student is a product "
                          "(mixture=False)")
-    if not student.mixture:
-        logp_t = student.component_logprobs(k_lam_t, process, student_params, x_t, t, num=n, cond=cond, rngs=rngs)
+    lam_t = _lam_grid(k_lam_t, batch, n)
+    if coupled:  # component m < M at the lambda of composition copy m
+        lam_t = lam_t.at[:, :m].set(_lam_grid(k_lam_u, batch, m))
+    if chunk >= n or not student.mixture:
+        logp_t = student.component_logprobs_at(process, student_params, x_t, t, lam_t, cond, rngs=rngs)
         stats = component_stats(logp_t, points, tau)
     else:
-        lam_t = student.draw_lam(k_lam_t, batch * n).reshape(batch, n)
-        if coupled:  # component m < M at the lambda of composition copy m
-            lam_t = lam_t.at[:, :m].set(_composition_lams(k_lam_u, batch, m))
-        if chunk >= n:
-            logp_t = student.logprobs(process, student_params, _repeat(x_t, n), _repeat(t, n), lam_t.reshape(-1),
-                                      _repeat(cond, n), rngs=rngs)
-            stats = component_stats(logp_t.reshape(batch, n, *logp_t.shape[1:]), points, tau)
-        else:
-            stats = chunked_component_stats(student_params, student=student, process=process, x_t=x_t, t=t,
-                                            lam=lam_t, cond=cond, rngs=rngs, points=points, tau=tau, chunk=chunk)
+        stats = chunked_component_stats(student_params, student=student, process=process, x_t=x_t, t=t, lam=lam_t,
+                                        cond=cond, rngs=rngs, points=points, tau=tau, chunk=chunk)
     loss, aux = objective_from_stats(stats, logp_teacher_t=logp_teacher_t, log_marginal_u=log_marginal_u,
                                      time_coeff=time_coeff, w_distil=times.w_distil, w_consis=times.w_consis,
                                      control_variate=config.control_variate, consis_coupling=config.consis_coupling)
