@@ -10,6 +10,9 @@
    failure); MFU = analytic model FLOPs per step / measured step time / the device's bf16 peak.
 3. Sampling throughput at 1, 2, 4, 8, 16 steps for the teacher and the student (random weights: speed does not
    depend on them), and the student's overhead per NFE, (student time - teacher time) / teacher time.
+4. (`--parts profile`, not run by default) for each of `--chunks`: the step's time and MFU at `--batch` (default
+   8), and the device time per XLA op of one traced step (experiments.trace_summary); `--trace-dir` keeps the
+   traces.
 Each part records its own error instead of stopping the check; parts left when the time budget runs out are
 skipped and say so. `--setting tiny` runs the same code at a CPU-test size.
 """
@@ -17,13 +20,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 
 # dense bf16 peak FLOP/s per device kind (vendor figures, no sparsity); others: the issue's 790 TFLOP/s reference
 PEAKS = {"H100": 989e12, "H200": 989e12, "A100": 312e12}
 DEFAULT_PEAK = 790e12
-PARTS = ("peak_memory", "step_mfu", "sampling")
+PARTS = ("peak_memory", "step_mfu", "sampling", "profile")
+DEFAULT_PARTS = PARTS[:3]
 
 
 def parse(argv):
@@ -39,7 +44,11 @@ def parse(argv):
                                                             "full"), help="remat of the step (parts 1 and 2)")
     parser.add_argument("--batch", type=int, default=None,
                         help="per-device batch of part 2 (default: the largest power of two that fits)")
-    parser.add_argument("--parts", default=",".join(PARTS), help=f"which of {','.join(PARTS)} to run")
+    parser.add_argument("--chunks", default="default",
+                        help="lambdas per student call: the profile part runs each of this comma list, the others the "
+                             "first ('default': sized from the accelerator's chunk budget)")
+    parser.add_argument("--trace-dir", default=None, help="keep the profile part's traces here (default: a temp dir)")
+    parser.add_argument("--parts", default=",".join(DEFAULT_PARTS), help=f"which of {','.join(PARTS)} to run")
     return parser.parse_args(argv)
 
 
@@ -78,14 +87,14 @@ def _concrete(built, key):
 _COMPILED: dict = {}
 
 
-def _compiled(setting: str, num_lambda: int, per_device_batch: int, remat: str):
-    """(StepSetup, AOT-compiled step) of the bf16 step on one device, compiled once per shape and remat."""
+def _compiled(setting: str, num_lambda: int, per_device_batch: int, remat: str, chunk: int | None = None):
+    """(StepSetup, AOT-compiled step) of the bf16 step on one device, compiled once per shape, remat and chunk."""
     from experiments import scale
 
-    key = (setting, num_lambda, per_device_batch, remat)
+    key = (setting, num_lambda, per_device_batch, remat, chunk)
     if key not in _COMPILED:
         built = scale.build_step(setting, num_lambda=num_lambda, devices=1, dtype="bfloat16", remat=remat,
-                                 per_device_batch=per_device_batch)
+                                 per_device_batch=per_device_batch, chunk=chunk)
         _COMPILED[key] = built, built.step.jitted.lower(built.state, built.batch, built.frozen).compile()
     return _COMPILED[key]
 
@@ -95,8 +104,9 @@ def _compiled_bytes(compiled) -> int:
     return int(mem.argument_size_in_bytes + mem.output_size_in_bytes + mem.temp_size_in_bytes)
 
 
-def _run_steps(built, compiled, num_steps: int) -> float:
-    """Median seconds per training step of the compiled step (the state is donated and carried)."""
+def _run_steps(built, compiled, num_steps: int, trace_dir: str | None = None) -> float:
+    """Median seconds per training step of the compiled step (the state is donated and carried); with
+    `trace_dir`, one more step runs under jax.profiler.trace(trace_dir)."""
     import jax
 
     state, batch, frozen = _concrete(built, jax.random.key(0))
@@ -107,10 +117,15 @@ def _run_steps(built, compiled, num_steps: int) -> float:
         jax.block_until_ready(metrics)
         if i >= 1:  # the first call warms up
             times.append(time.perf_counter() - start)
+    if trace_dir is not None:
+        with jax.profiler.trace(trace_dir):
+            state, metrics = compiled(state, batch, frozen)
+            jax.block_until_ready(metrics)
     return sorted(times)[len(times) // 2]
 
 
-def step_mfu(setting: str, num_steps: int, num_lambda: int, remat: str, batch: int | None = None) -> dict:
+def step_mfu(setting: str, num_steps: int, num_lambda: int, remat: str, batch: int | None = None,
+             chunk: int | None = None) -> dict:
     import jax
 
     from experiments import scale
@@ -119,14 +134,14 @@ def step_mfu(setting: str, num_steps: int, num_lambda: int, remat: str, batch: i
     capacity = (device.memory_stats() or {}).get("bytes_limit")
     batch1_temp = None
     if batch is None:
-        _, one = _compiled(setting, num_lambda, 1, remat)
+        _, one = _compiled(setting, num_lambda, 1, remat, chunk)
         mem = one.memory_analysis()
         batch1_temp = int(mem.temp_size_in_bytes)
         fixed = mem.argument_size_in_bytes + mem.output_size_in_bytes
         fits = int((0.9 * capacity - fixed) // max(batch1_temp, 1)) if capacity else 1
         batch = 1 << (max(1, fits).bit_length() - 1)
     while True:
-        built, compiled = _compiled(setting, num_lambda, batch, remat)
+        built, compiled = _compiled(setting, num_lambda, batch, remat, chunk)
         try:
             step_s = _run_steps(built, compiled, num_steps)
             break
@@ -137,22 +152,58 @@ def step_mfu(setting: str, num_steps: int, num_lambda: int, remat: str, batch: i
             batch //= 2
     flops, _ = scale.model_flops(built)
     peak = _peak_flops(device)
-    return {"num_lambda": num_lambda, "remat": remat, "per_device_batch": batch, "step_s": step_s,
+    return {"num_lambda": num_lambda, "remat": remat, "chunk": built.config.chunk, "per_device_batch": batch,
+            "step_s": step_s,
             "flops_per_step": flops, "peak_flops": peak, "mfu": flops / step_s / peak, "bytes_limit": capacity,
             "compiled_bytes": _compiled_bytes(compiled), "batch1_temp_bytes": batch1_temp}
 
 
-def peak_memory(setting: str, lambdas: list[int], remat: str) -> dict:
+def peak_memory(setting: str, lambdas: list[int], remat: str, chunk: int | None = None) -> dict:
     """Each N in increasing order (batch 1): the peak so far after each is that run's peak."""
     import jax
 
     out = {"remat": remat}
     for n in sorted(lambdas):
-        built, compiled = _compiled(setting, n, 1, remat)
+        built, compiled = _compiled(setting, n, 1, remat, chunk)
         _run_steps(built, compiled, 1)
         stats = jax.devices()[0].memory_stats() or {}
         out[f"N{n}"] = {"compiled_bytes": _compiled_bytes(compiled),
                         "peak_bytes_in_use_so_far": stats.get("peak_bytes_in_use")}
+    return out
+
+
+def profile(setting: str, num_steps: int, num_lambda: int, remat: str, batch: int, chunks: list[int | None],
+            trace_dir: str | None, deadline: float, save=lambda partial: None) -> dict:
+    """Per chunk: step time, MFU and the traced step's device time per XLA op (no batch halving: an error is
+    recorded). Chunks left when `deadline` (perf_counter) has passed are skipped; `save(out)` after each chunk."""
+    import tempfile
+
+    import jax
+
+    from experiments import scale, trace_summary
+
+    out = {"per_device_batch": batch, "remat": remat, "num_lambda": num_lambda}
+    for chunk in chunks:
+        name = f"chunk_{chunk or 'default'}"
+        if time.perf_counter() > deadline:
+            out[name] = {"skipped": "time budget spent"}
+            continue
+        t0 = time.perf_counter()
+        try:
+            built, compiled = _compiled(setting, num_lambda, batch, remat, chunk)
+            compile_s = time.perf_counter() - t0
+            where = os.path.join(trace_dir, name) if trace_dir else tempfile.mkdtemp(prefix="gpu_check_trace")
+            step_s = _run_steps(built, compiled, num_steps, trace_dir=where)
+            flops, _ = scale.model_flops(built)
+            peak = _peak_flops(jax.devices()[0])
+            out[name] = {"chunk": built.config.chunk, "step_s": step_s, "compile_s": compile_s,
+                         "flops_per_step": flops, "mfu": flops / step_s / peak,
+                         "compiled_bytes": _compiled_bytes(compiled), "ops": trace_summary.summarize(where, top=25)}
+        except Exception as err:  # noqa: BLE001  (one chunk failing, e.g. out of memory, must not lose the others)
+            out[name] = {"error": f"{type(err).__name__}: {err}"[:2000]}
+        _COMPILED.clear()  # free the executable before the next, larger one
+        out[name]["wall_s"] = time.perf_counter() - t0
+        save(out)
     return out
 
 
@@ -183,13 +234,21 @@ def main(argv=None) -> dict:
     import jax
 
     start = time.perf_counter()
+
+    def dump(obj):
+        with open(args.json, "w") as f:
+            json.dump(obj, f, indent=1)
+
     out = {"device": jax.devices()[0].device_kind, "platform": jax.devices()[0].platform,
            "jax": jax.__version__, "setting": args.setting}
     lambdas = [int(n) for n in args.lambdas.split(",")]
-    parts = (("peak_memory", lambda: peak_memory(args.setting, lambdas, args.remat)),  # first: the peak only grows
-             ("step_mfu", lambda: step_mfu(args.setting, args.steps, lambdas[0], args.remat, args.batch)),
+    chunks = [None if c == "default" else int(c) for c in args.chunks.split(",")]
+    parts = (("peak_memory", lambda: peak_memory(args.setting, lambdas, args.remat, chunks[0])),  # first: peak grows
+             ("step_mfu", lambda: step_mfu(args.setting, args.steps, lambdas[0], args.remat, args.batch, chunks[0])),
              ("sampling", lambda: sampling(args.setting, args.sample_batch,
-                                              [int(n) for n in args.sample_steps.split(",")])))
+                                           [int(n) for n in args.sample_steps.split(",")])),
+             ("profile", lambda: profile(args.setting, args.steps, lambdas[0], args.remat, args.batch or 8, chunks,
+                                         args.trace_dir, start + args.budget_s, save=lambda p: dump(dict(out, profile=p)))))
     chosen = args.parts.split(",")
     if unknown := sorted(set(chosen) - set(PARTS)):
         raise SystemExit(f"gpu_check: unknown --parts {unknown}; choose from {','.join(PARTS)}")
@@ -205,12 +264,10 @@ def main(argv=None) -> dict:
         except Exception as err:  # noqa: BLE001  (record and go on: one failing part must not lose the others)
             out[name] = {"error": f"{type(err).__name__}: {err}"[:2000]}
         out[name]["wall_s"] = time.perf_counter() - t0
-        with open(args.json, "w") as f:  # after every part: a timeout still leaves what was measured
-            json.dump(out, f, indent=1)
+        dump(out)  # after every part: a timeout still leaves what was measured
         print(f"{name}: {json.dumps(out[name])[:400]}", flush=True)
     out["wall_s"] = time.perf_counter() - start
-    with open(args.json, "w") as f:
-        json.dump(out, f, indent=1)
+    dump(out)
     return out
 
 

@@ -41,6 +41,7 @@ from flax import nnx
 
 from di4c_jax.models.kinds import MODEL_KINDS
 from di4c_jax.models.lam import CheckedEmbed, LambdaProjection, time_features
+from di4c_jax.models.precision import low_precision_backward_dot_general
 from di4c_jax.models.remat import REMAT_POLICIES, check_remat
 
 LAM_STYLES = (None, "token", "embed")
@@ -243,7 +244,8 @@ class DiTDenoiser(nnx.Module):
         self.final_adaln = nnx.Linear(cond_dim, 2 * hidden, kernel_init=zeros, dtype=compute_dtype, rngs=rngs)
         # bf16 operands, float32 accumulation and output: the [B, D, K] logits are never rounded to bf16.
         self.final_out = nnx.Linear(hidden, num_states, kernel_init=zeros, dtype=compute_dtype,
-                                    preferred_element_type=jnp.float32, rngs=rngs)
+                                    preferred_element_type=jnp.float32,
+                                    dot_general=low_precision_backward_dot_general, rngs=rngs)
 
     def __call__(self, x_t, t, lam, cond, *, rngs: nnx.Rngs | None = None) -> jax.Array:
         b, d = x_t.shape

@@ -14,6 +14,7 @@ from flax import nnx
 from di4c_jax.models.kinds import MODEL_KINDS
 from di4c_jax.models.remat import check_remat, remat_call
 from di4c_jax.models.lam import CheckedEmbed, lambda_features, time_features
+from di4c_jax.models.precision import low_precision_backward_dot_general
 
 
 def _hidden_layer(layer, dropout, rngs, h):
@@ -47,7 +48,8 @@ class MLPDenoiser(nnx.Module):
                                        for _ in range(num_layers - 1)])
         self.dropout = nnx.Dropout(dropout)
         self.dense_out = nnx.Linear(hidden, num_positions * num_states, dtype=compute_dtype,
-                                    preferred_element_type=jnp.float32, rngs=rngs)
+                                    preferred_element_type=jnp.float32,
+                                    dot_general=low_precision_backward_dot_general, rngs=rngs)
 
     def __call__(self, x_t, t, lam, cond, *, rngs: nnx.Rngs | None = None) -> jax.Array:
         b = x_t.shape[0]
