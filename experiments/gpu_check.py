@@ -242,13 +242,16 @@ def main(argv=None) -> dict:
     out = {"device": jax.devices()[0].device_kind, "platform": jax.devices()[0].platform,
            "jax": jax.__version__, "setting": args.setting}
     lambdas = [int(n) for n in args.lambdas.split(",")]
+    if not all(c == "default" or (c.isdigit() and int(c) >= 1) for c in args.chunks.split(",")):
+        raise SystemExit(f"gpu_check: --chunks takes 'default' or integers >= 1, comma-separated; got {args.chunks!r}")
     chunks = [None if c == "default" else int(c) for c in args.chunks.split(",")]
     parts = (("peak_memory", lambda: peak_memory(args.setting, lambdas, args.remat, chunks[0])),  # first: peak grows
              ("step_mfu", lambda: step_mfu(args.setting, args.steps, lambdas[0], args.remat, args.batch, chunks[0])),
              ("sampling", lambda: sampling(args.setting, args.sample_batch,
                                            [int(n) for n in args.sample_steps.split(",")])),
              ("profile", lambda: profile(args.setting, args.steps, lambdas[0], args.remat, args.batch or 8, chunks,
-                                         args.trace_dir, start + args.budget_s, save=lambda p: dump(dict(out, profile=p)))))
+                                         args.trace_dir, start + args.budget_s,
+                                         save=lambda partial: dump(dict(out, profile=partial)))))
     chosen = args.parts.split(",")
     if unknown := sorted(set(chosen) - set(PARTS)):
         raise SystemExit(f"gpu_check: unknown --parts {unknown}; choose from {','.join(PARTS)}")

@@ -39,5 +39,7 @@ def test_parts_remat_batch_and_chunks_choose_what_runs(tmp_path):
     assert profiled["ops"]["total_ms"] > 0 and profiled["ops"]["ops"][0]["count"] >= 1
     assert profiled["ops"]["xplane"].startswith(str(tmp_path / "traces" / "chunk_default"))
     assert json.loads((tmp_path / "check.json").read_text())["profile"] == json.loads(json.dumps(out["profile"]))
+    with pytest.raises(SystemExit, match="--chunks takes 'default' or integers >= 1.*'0,x'"):
+        gpu_check.main(["--json", str(tmp_path / "x.json"), "--chunks", "0,x"])
     with pytest.raises(SystemExit, match="unknown --parts"):
         gpu_check.main(["--json", str(tmp_path / "x.json"), "--parts", "step"])
