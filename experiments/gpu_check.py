@@ -12,7 +12,7 @@
    depend on them), and the student's overhead per NFE, (student time - teacher time) / teacher time.
 4. (`--parts profile`, not run by default) for each of `--chunks`: the step's time and MFU at `--batch` (default
    8), and the device time per XLA op of one traced step (experiments.trace_summary); `--trace-dir` keeps the
-   traces.
+   traces. `--attention cudnn` runs the step parts with the DiT's fused attention kernel.
 Each part records its own error instead of stopping the check; parts left when the time budget runs out are
 skipped and say so. `--setting tiny` runs the same code at a CPU-test size.
 """
@@ -47,6 +47,8 @@ def parse(argv):
     parser.add_argument("--chunks", default="default",
                         help="lambdas per student call: the profile part runs each of this comma list, the others the "
                              "first ('default': sized from the accelerator's chunk budget)")
+    parser.add_argument("--attention", default=None, choices=("einsum", "xla", "cudnn"),
+                        help="the DiT's attention in the step parts (default: the model's; 'cudnn': fused kernel)")
     parser.add_argument("--trace-dir", default=None, help="keep the profile part's traces here (default: a temp dir)")
     parser.add_argument("--parts", default=",".join(DEFAULT_PARTS), help=f"which of {','.join(PARTS)} to run")
     return parser.parse_args(argv)
@@ -87,14 +89,16 @@ def _concrete(built, key):
 _COMPILED: dict = {}
 
 
-def _compiled(setting: str, num_lambda: int, per_device_batch: int, remat: str, chunk: int | None = None):
-    """(StepSetup, AOT-compiled step) of the bf16 step on one device, compiled once per shape, remat and chunk."""
+def _compiled(setting: str, num_lambda: int, per_device_batch: int, remat: str, chunk: int | None = None,
+              attention: str | None = None):
+    """(StepSetup, AOT-compiled step) of the bf16 step on one device, compiled once per shape, remat, chunk and
+    attention."""
     from experiments import scale
 
-    key = (setting, num_lambda, per_device_batch, remat, chunk)
+    key = (setting, num_lambda, per_device_batch, remat, chunk, attention)
     if key not in _COMPILED:
         built = scale.build_step(setting, num_lambda=num_lambda, devices=1, dtype="bfloat16", remat=remat,
-                                 per_device_batch=per_device_batch, chunk=chunk)
+                                 per_device_batch=per_device_batch, chunk=chunk, attention=attention)
         _COMPILED[key] = built, built.step.jitted.lower(built.state, built.batch, built.frozen).compile()
     return _COMPILED[key]
 
@@ -125,7 +129,7 @@ def _run_steps(built, compiled, num_steps: int, trace_dir: str | None = None) ->
 
 
 def step_mfu(setting: str, num_steps: int, num_lambda: int, remat: str, batch: int | None = None,
-             chunk: int | None = None) -> dict:
+             chunk: int | None = None, attention: str | None = None) -> dict:
     import jax
 
     from experiments import scale
@@ -134,14 +138,14 @@ def step_mfu(setting: str, num_steps: int, num_lambda: int, remat: str, batch: i
     capacity = (device.memory_stats() or {}).get("bytes_limit")
     batch1_temp = None
     if batch is None:
-        _, one = _compiled(setting, num_lambda, 1, remat, chunk)
+        _, one = _compiled(setting, num_lambda, 1, remat, chunk, attention)
         mem = one.memory_analysis()
         batch1_temp = int(mem.temp_size_in_bytes)
         fixed = mem.argument_size_in_bytes + mem.output_size_in_bytes
         fits = int((0.9 * capacity - fixed) // max(batch1_temp, 1)) if capacity else 1
         batch = 1 << (max(1, fits).bit_length() - 1)
     while True:
-        built, compiled = _compiled(setting, num_lambda, batch, remat, chunk)
+        built, compiled = _compiled(setting, num_lambda, batch, remat, chunk, attention)
         try:
             step_s = _run_steps(built, compiled, num_steps)
             break
@@ -152,19 +156,21 @@ def step_mfu(setting: str, num_steps: int, num_lambda: int, remat: str, batch: i
             batch //= 2
     flops, _ = scale.model_flops(built)
     peak = _peak_flops(device)
-    return {"num_lambda": num_lambda, "remat": remat, "chunk": built.config.chunk, "per_device_batch": batch,
+    return {"num_lambda": num_lambda, "remat": remat, "chunk": built.config.chunk, "attention": attention,
+            "per_device_batch": batch,
             "step_s": step_s,
             "flops_per_step": flops, "peak_flops": peak, "mfu": flops / step_s / peak, "bytes_limit": capacity,
             "compiled_bytes": _compiled_bytes(compiled), "batch1_temp_bytes": batch1_temp}
 
 
-def peak_memory(setting: str, lambdas: list[int], remat: str, chunk: int | None = None) -> dict:
+def peak_memory(setting: str, lambdas: list[int], remat: str, chunk: int | None = None,
+                attention: str | None = None) -> dict:
     """Each N in increasing order (batch 1): the peak so far after each is that run's peak."""
     import jax
 
     out = {"remat": remat}
     for n in sorted(lambdas):
-        built, compiled = _compiled(setting, n, 1, remat, chunk)
+        built, compiled = _compiled(setting, n, 1, remat, chunk, attention)
         _run_steps(built, compiled, 1)
         stats = jax.devices()[0].memory_stats() or {}
         out[f"N{n}"] = {"compiled_bytes": _compiled_bytes(compiled),
@@ -173,7 +179,7 @@ def peak_memory(setting: str, lambdas: list[int], remat: str, chunk: int | None 
 
 
 def profile(setting: str, num_steps: int, num_lambda: int, remat: str, batch: int, chunks: list[int | None],
-            trace_dir: str | None, deadline: float, save=lambda partial: None) -> dict:
+            trace_dir: str | None, deadline: float, save=lambda partial: None, attention: str | None = None) -> dict:
     """Per chunk: step time, MFU and the traced step's device time per XLA op (no batch halving: an error is
     recorded). Chunks left when `deadline` (perf_counter) has passed are skipped; `save(out)` after each chunk."""
     import tempfile
@@ -182,7 +188,7 @@ def profile(setting: str, num_steps: int, num_lambda: int, remat: str, batch: in
 
     from experiments import scale, trace_summary
 
-    out = {"per_device_batch": batch, "remat": remat, "num_lambda": num_lambda}
+    out = {"per_device_batch": batch, "remat": remat, "num_lambda": num_lambda, "attention": attention}
     for chunk in chunks:
         name = f"chunk_{chunk or 'default'}"
         if time.perf_counter() > deadline:
@@ -190,7 +196,7 @@ def profile(setting: str, num_steps: int, num_lambda: int, remat: str, batch: in
             continue
         t0 = time.perf_counter()
         try:
-            built, compiled = _compiled(setting, num_lambda, batch, remat, chunk)
+            built, compiled = _compiled(setting, num_lambda, batch, remat, chunk, attention)
             compile_s = time.perf_counter() - t0
             where = os.path.join(trace_dir, name) if trace_dir else tempfile.mkdtemp(prefix="gpu_check_trace")
             step_s = _run_steps(built, compiled, num_steps, trace_dir=where)
@@ -245,13 +251,16 @@ def main(argv=None) -> dict:
     if not all(c == "default" or (c.isdigit() and int(c) >= 1) for c in args.chunks.split(",")):
         raise SystemExit(f"gpu_check: --chunks takes 'default' or integers >= 1, comma-separated; got {args.chunks!r}")
     chunks = [None if c == "default" else int(c) for c in args.chunks.split(",")]
-    parts = (("peak_memory", lambda: peak_memory(args.setting, lambdas, args.remat, chunks[0])),  # first: peak grows
-             ("step_mfu", lambda: step_mfu(args.setting, args.steps, lambdas[0], args.remat, args.batch, chunks[0])),
+    attention = args.attention
+    # peak_memory first: the device's peak counter only grows
+    parts = (("peak_memory", lambda: peak_memory(args.setting, lambdas, args.remat, chunks[0], attention)),
+             ("step_mfu", lambda: step_mfu(args.setting, args.steps, lambdas[0], args.remat, args.batch, chunks[0],
+                                           attention)),
              ("sampling", lambda: sampling(args.setting, args.sample_batch,
                                            [int(n) for n in args.sample_steps.split(",")])),
              ("profile", lambda: profile(args.setting, args.steps, lambdas[0], args.remat, args.batch or 8, chunks,
                                          args.trace_dir, start + args.budget_s,
-                                         save=lambda partial: dump(dict(out, profile=partial)))))
+                                         save=lambda partial: dump(dict(out, profile=partial)), attention=attention)))
     chosen = args.parts.split(",")
     if unknown := sorted(set(chosen) - set(PARTS)):
         raise SystemExit(f"gpu_check: unknown --parts {unknown}; choose from {','.join(PARTS)}")

@@ -92,8 +92,9 @@ class StepSetup:
 
 def build_step(setting: str, *, num_lambda: int | None = None, devices: int | None = None, fsdp: int | None = None,
                chunk: int | None = None, dtype: str = "float32", remat: str = "none",
-               per_device_batch: int | None = None) -> StepSetup:
-    """The full Di4C training step of `setting` on the first `devices` devices (data x fsdp mesh)."""
+               per_device_batch: int | None = None, attention: str | None = None) -> StepSetup:
+    """The full Di4C training step of `setting` on the first `devices` devices (data x fsdp mesh); `attention`
+    sets the DiT's attention implementation (models.dit.ATTENTIONS; default: the model's)."""
     import jax
     import jax.numpy as jnp
 
@@ -107,6 +108,8 @@ def build_step(setting: str, *, num_lambda: int | None = None, devices: int | No
     mesh = parallel.make_mesh(fsdp=fsdp or devices, devices=jax.devices()[:devices])
     overrides = dict(spec["overrides"], dropout=0.0, remat=remat,
                      compute_dtype=None if dtype == "float32" else dtype)
+    if attention is not None:
+        overrides["attention"] = attention
     teacher_cfg = model_config(spec["model"], **overrides)
     student_cfg = model_config(spec["model"], **overrides, lam_style=_lam_style(setting))
     teacher, student = make_denoiser(teacher_cfg), make_denoiser(student_cfg)

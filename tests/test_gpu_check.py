@@ -31,9 +31,10 @@ def test_budget_skips_the_parts_left(tmp_path):
 def test_parts_remat_batch_and_chunks_choose_what_runs(tmp_path):
     out = gpu_check.main(["--json", str(tmp_path / "check.json"), "--setting", "tiny", "--steps", "1",
                           "--lambdas", "2", "--parts", "step_mfu,profile", "--remat", "none", "--batch", "2",
-                          "--trace-dir", str(tmp_path / "traces")])
+                          "--trace-dir", str(tmp_path / "traces"), "--attention", "xla"])
     assert "peak_memory" not in out and "sampling" not in out
     assert out["step_mfu"]["remat"] == "none" and out["step_mfu"]["per_device_batch"] == 2, out
+    assert out["step_mfu"]["attention"] == out["profile"]["attention"] == "xla"
     profiled = out["profile"]["chunk_default"]  # the same compiled step as step_mfu's (tiny: chunk = N = 2)
     assert profiled["chunk"] == out["step_mfu"]["chunk"] == 2 and profiled["step_s"] > 0, out
     assert profiled["ops"]["total_ms"] > 0 and profiled["ops"]["ops"][0]["count"] >= 1

@@ -45,6 +45,9 @@ from di4c_jax.models.precision import low_precision_backward_dot_general
 from di4c_jax.models.remat import REMAT_POLICIES, check_remat
 
 LAM_STYLES = (None, "token", "embed")
+# 'einsum': the heads-major attention below; 'xla' / 'cudnn': jax.nn.dot_product_attention with that implementation
+# ('cudnn' is the fused flash-attention kernel: GPUs, bf16 / fp16 only)
+ATTENTIONS = ("einsum", "xla", "cudnn")
 TIME_EMBEDDINGS = ("sinusoid", "mdlm")
 MDLM_EPS = 1e-3  # the log-linear schedule's epsilon (kuleshov-group/mdlm:noise_schedule.py, LogLinearNoise)
 
@@ -77,10 +80,11 @@ def rotary_tables(length: int, head_dim: int, base: float = 1e4) -> tuple[jax.Ar
 
 
 def apply_rotary(x: jax.Array, cos: jax.Array, sin: jax.Array) -> jax.Array:
-    """x [B, heads, L, head_dim] rotated by position: x cos + rotate_half(x) sin."""
+    """x [..., head_dim] rotated by position: x cos + rotate_half(x) sin, cos and sin broadcast against x
+    ([L, head_dim] for heads-major x [B, heads, L, head_dim], [L, 1, head_dim] for tokens-major [B, L, heads, ...])."""
     x1, x2 = jnp.split(x, 2, axis=-1)
     rotated = jnp.concatenate([-x2, x1], axis=-1)
-    return (x * cos[None, None] + rotated * sin[None, None]).astype(x.dtype)
+    return (x * cos + rotated * sin).astype(x.dtype)
 
 
 def attention(q, k, v, scale: float) -> tuple[jax.Array, jax.Array]:
@@ -113,10 +117,12 @@ def _modulate(x, shift, scale):
 class DiTBlock(nnx.Module):
     def __init__(self, hidden: int, heads: int, mlp_dim: int, cond_dim: int, dropout: float, *,
                  lam_token: bool, gate_init: float, dtype, rngs: nnx.Rngs, gated: bool = True,
-                 fast_variance: bool = True):
+                 fast_variance: bool = True, attention: str = "einsum"):
         if hidden % heads:
             raise ValueError(f"hidden size {hidden} is not divisible by num_heads {heads}")
-        self.heads, self.dtype = heads, dtype
+        if attention not in ATTENTIONS:
+            raise ValueError(f"attention must be one of {ATTENTIONS}, got {attention!r}")
+        self.heads, self.dtype, self.attention = heads, dtype, attention
         self.norm1 = nnx.LayerNorm(hidden, use_bias=False, epsilon=1e-5, use_fast_variance=fast_variance, rngs=rngs)
         self.norm2 = nnx.LayerNorm(hidden, use_bias=False, epsilon=1e-5, use_fast_variance=fast_variance, rngs=rngs)
         self.qkv = nnx.Linear(hidden, 3 * hidden, use_bias=False, dtype=dtype, rngs=rngs)
@@ -150,8 +156,44 @@ class DiTBlock(nnx.Module):
 
     def __call__(self, x, c, cos, sin, z=None, *, rngs=None):
         """x [B, D, H], c [B, cond], z [B, 1, H] or None -> (x, z)."""
-        b, d, hidden = x.shape
         shift1, scale1, gate1, shift2, scale2, gate2 = jnp.split(self.adaln(c)[:, None, :], 6, axis=-1)
+        attend = self._einsum_attention if self.attention == "einsum" else self._fused_attention
+        att, att_z = attend(x, z, shift1, scale1, cos, sin)
+        x = self._branch(x, gate1, dense(self.attn_out, att), rngs)
+        x = self._mlp(x, shift2, scale2, gate2, rngs)
+        if z is not None:
+            z = self._branch(z, gate1, dense(self.attn_out, att_z), rngs)
+            z = self._mlp(z, shift2, scale2, gate2, rngs)
+        return x, z
+
+    def _fused_attention(self, x, z, shift, scale_mod, cos, sin):
+        """`_einsum_attention` by jax.nn.dot_product_attention, which returns no log-sum-exp: with gate g the
+        x-queries' output att_D + g p_z (v_z - att_D) is (1 - g) att_D + g att_{D+1}, the attention over the D keys
+        and over the D + 1 keys with z's (one call when the gate is fixed at 1, none over D + 1 without z)."""
+        b, d, hidden = x.shape
+
+        def qkv(y):  # [B, n, H] -> q, k, v tokens-major [B, n, heads, head_dim], no transpose
+            out = dense(self.qkv, _modulate(self._norm(self.norm1, y), shift, scale_mod))
+            out = out.reshape(b, y.shape[1], 3, self.heads, hidden // self.heads)
+            return out[:, :, 0], out[:, :, 1], out[:, :, 2]
+
+        q, k, v = qkv(x)
+        q, k = apply_rotary(q, cos[:, None], sin[:, None]), apply_rotary(k, cos[:, None], sin[:, None])
+        attend = lambda *a: jax.nn.dot_product_attention(  # noqa: E731
+            *a, scale=q.shape[-1] ** -0.5, implementation=self.attention)
+        if z is None:
+            return attend(q, k, v).reshape(b, d, hidden), None
+        qz, kz, vz = qkv(z)
+        keys, values = jnp.concatenate([k, kz], axis=1), jnp.concatenate([v, vz], axis=1)
+        att = attend(q, keys, values)
+        if self.gated:
+            att_d = attend(q, k, v)
+            att = att_d + (self.lam_gate[...][None, None, :, None] * (att - att_d)).astype(att_d.dtype)
+        return att.reshape(b, d, hidden), attend(qz, keys, values).reshape(b, 1, hidden)
+
+    def _einsum_attention(self, x, z, shift1, scale1, cos, sin):
+        """Attention outputs tokens-major (att [B, D, H], att_z [B, 1, H] or None) of the heads-major einsums."""
+        b, d, hidden = x.shape
         q, k, v = self._qkv(x, shift1, scale1)
         q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
         scale = q.shape[-1] ** -0.5
@@ -172,12 +214,7 @@ class DiTBlock(nnx.Module):
             p_self = jax.nn.sigmoid(s_self - lse_zx)[..., None]                 # [B, heads, 1, 1]
             att_z = att_zx + (p_self * (vz - att_zx)).astype(att_zx.dtype)
         tokens_major = lambda a: a.transpose(0, 2, 1, 3).reshape(b, a.shape[2], hidden)  # noqa: E731
-        x = self._branch(x, gate1, dense(self.attn_out, tokens_major(att)), rngs)
-        x = self._mlp(x, shift2, scale2, gate2, rngs)
-        if z is not None:
-            z = self._branch(z, gate1, dense(self.attn_out, tokens_major(att_z)), rngs)
-            z = self._mlp(z, shift2, scale2, gate2, rngs)
-        return x, z
+        return tokens_major(att), None if z is None else tokens_major(att_z)
 
 
 def run_blocks(blocks, x, c, cos, sin, z, *, remat: str, rngs: nnx.Rngs | None):
@@ -213,7 +250,7 @@ class DiTDenoiser(nnx.Module):
                  lam_style: str | None = None, lam_zero_init: bool = True, lam_feature_dim: int = 128,
                  lam_hidden: int = 512, rotary_base: float = 1e4, compute_dtype=None, remat: str = "none",
                  lam_token_gate: bool = True, time_embedding: str = "sinusoid", fast_variance: bool = True,
-                 rngs: nnx.Rngs):
+                 attention: str = "einsum", rngs: nnx.Rngs):
         if lam_style not in LAM_STYLES:
             raise ValueError(f"lam_style must be one of {LAM_STYLES}, got {lam_style!r}")
         if time_embedding not in TIME_EMBEDDINGS:
@@ -236,7 +273,7 @@ class DiTDenoiser(nnx.Module):
         self.blocks = nnx.List([
             DiTBlock(hidden, num_heads, mlp_dim or 4 * hidden, cond_dim, dropout, lam_token=lam_style == "token",
                      gate_init=0.0 if lam_zero_init else 1.0, dtype=compute_dtype, gated=lam_token_gate,
-                     fast_variance=fast_variance, rngs=rngs)
+                     fast_variance=fast_variance, attention=attention, rngs=rngs)
             for _ in range(depth)])
         zeros = nnx.initializers.zeros_init()
         self.final_norm = nnx.LayerNorm(hidden, use_bias=False, epsilon=1e-5, use_fast_variance=fast_variance,
