@@ -38,9 +38,8 @@ def test_xla_attention_equals_einsum_attention(overrides):
 
     def loss_and_logits(attention):
         apply = make_denoiser(_cfg(attention, **overrides)).apply
-        logits = apply(params, x, t, lam, None)
-        grads = jax.grad(lambda p: jnp.sum(jnp.sin(apply(p, x, t, lam, None))))(params)
-        return logits, grads
+        loss = lambda p: jnp.sum(jnp.sin(apply(p, x, t, lam, None)))  # noqa: E731
+        return jax.jit(apply)(params, x, t, lam, None), jax.jit(jax.grad(loss))(params)
 
     (ours, ours_grads), (want, want_grads) = loss_and_logits("xla"), loss_and_logits("einsum")
     assert float(jnp.std(want)) > 0.1
