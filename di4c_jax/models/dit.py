@@ -179,8 +179,11 @@ class DiTBlock(nnx.Module):
 
         q, k, v = qkv(x)
         q, k = apply_rotary(q, cos[:, None], sin[:, None]), apply_rotary(k, cos[:, None], sin[:, None])
-        attend = lambda *a: jax.nn.dot_product_attention(  # noqa: E731
-            *a, scale=q.shape[-1] ** -0.5, implementation=self.attention)
+
+        def attend(query, keys, values, implementation=self.attention):
+            return jax.nn.dot_product_attention(query, keys, values, scale=(hidden // self.heads) ** -0.5,
+                                                implementation=implementation)
+
         if z is None:
             return attend(q, k, v).reshape(b, d, hidden), None
         qz, kz, vz = qkv(z)
@@ -189,7 +192,8 @@ class DiTBlock(nnx.Module):
         if self.gated:
             att_d = attend(q, k, v)
             att = att_d + (self.lam_gate[...][None, None, :, None] * (att - att_d)).astype(att_d.dtype)
-        return att.reshape(b, d, hidden), attend(qz, keys, values).reshape(b, 1, hidden)
+        # the token's single query: XLA's attention (a fused kernel buys nothing for one query)
+        return att.reshape(b, d, hidden), attend(qz, keys, values, implementation="xla").reshape(b, 1, hidden)
 
     def _einsum_attention(self, x, z, shift1, scale1, cos, sin):
         """Attention outputs tokens-major (att [B, D, H], att_z [B, 1, H] or None) of the heads-major einsums."""
