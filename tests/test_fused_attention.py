@@ -38,8 +38,13 @@ def test_xla_attention_equals_einsum_attention(overrides):
 
     def loss_and_logits(attention):
         apply = make_denoiser(_cfg(attention, **overrides)).apply
-        loss = lambda p: jnp.sum(jnp.sin(apply(p, x, t, lam, None)))  # noqa: E731
-        return jax.jit(apply)(params, x, t, lam, None), jax.jit(jax.grad(loss))(params)
+
+        def loss(p):
+            logits = apply(p, x, t, lam, None)
+            return jnp.sum(jnp.sin(logits)), logits
+
+        (_, logits), grads = jax.jit(jax.value_and_grad(loss, has_aux=True))(params)
+        return logits, grads
 
     (ours, ours_grads), (want, want_grads) = loss_and_logits("xla"), loss_and_logits("einsum")
     assert float(jnp.std(want)) > 0.1
