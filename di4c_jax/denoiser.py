@@ -21,6 +21,11 @@ def draw_lam(key: jax.Array, batch: int) -> jax.Array:
     return jax.random.uniform(key, (batch,), jnp.float32)
 
 
+def draw_lam_grid(key: jax.Array, batch: int, num: int) -> jax.Array:
+    """num lambdas per row, float32[batch, num] (copy n of row b at [b, n], drawn b-major)."""
+    return draw_lam(key, batch * num).reshape(batch, num)
+
+
 @dataclasses.dataclass(frozen=True)
 class Denoiser:
     """A denoiser `apply(params, x_t, t, lam, cond, *, rngs=None) -> logits float32[B, D, K]`.
@@ -74,8 +79,7 @@ class Denoiser:
         Rows are repeated b-major (row b's components are rows b*num .. b*num+num-1 of one batch of B*num).
         A product denoiser gives `num` copies of its one distribution.
         """
-        batch = x_t.shape[0]
-        lam = draw_lam(key, batch * num).reshape(batch, num)
+        lam = draw_lam_grid(key, x_t.shape[0], num)
         return self.component_logprobs_at(process, params, x_t, t, lam, cond, rngs=rngs)
 
     def component_logprobs_at(self, process, params: Params, x_t, t, lam, cond=None, *, rngs=None) -> jax.Array:

@@ -24,6 +24,8 @@ import os
 import sys
 import time
 
+from di4c_jax.models.dit import ATTENTIONS
+
 # dense bf16 peak FLOP/s per device kind (vendor figures, no sparsity); others: the 790 TFLOP/s reference
 PEAKS = {"H100": 989e12, "H200": 989e12, "A100": 312e12}
 DEFAULT_PEAK = 790e12
@@ -47,7 +49,7 @@ def parse(argv):
     parser.add_argument("--chunks", default="default",
                         help="lambdas per student call: the profile part runs each of this comma list, the others the "
                              "first ('default': sized from the accelerator's chunk budget)")
-    parser.add_argument("--attention", default=None, choices=("einsum", "xla", "cudnn"),
+    parser.add_argument("--attention", default=None, choices=ATTENTIONS,
                         help="the DiT's attention in the step parts (default: the model's; 'cudnn': fused kernel)")
     parser.add_argument("--trace-dir", default=None, help="keep the profile part's traces here (default: a temp dir)")
     parser.add_argument("--parts", default=",".join(DEFAULT_PARTS), help=f"which of {','.join(PARTS)} to run")

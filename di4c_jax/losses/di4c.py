@@ -27,7 +27,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from di4c_jax.denoiser import Denoiser, draw_lam
+from di4c_jax.denoiser import Denoiser, draw_lam, draw_lam_grid
 from di4c_jax.losses.chunked import (ComponentStats, chunked_component_stats, component_stats, default_chunk,
                                      like_batch, scan_chunks)
 from di4c_jax.losses.inputs import checked_batch
@@ -138,11 +138,6 @@ def _repeat(x, n):
     return None if x is None else jnp.repeat(x, n, axis=0)
 
 
-def _lam_grid(key, batch: int, num: int) -> jax.Array:
-    """num lambdas per row, float32[B, num] (copy n of row b at [b, n], drawn b-major)."""
-    return draw_lam(key, batch * num).reshape(batch, num)
-
-
 def _composition(keys, *, teacher: Denoiser, teacher_params, student: Denoiser, student_params, process, x_t, t, u,
                  cond, config: Di4CRecipe, chunk: int):
     """Everything the consistency term needs from the teacher steps, `chunk` of the M composition copies at a time.
@@ -159,7 +154,7 @@ def _composition(keys, *, teacher: Denoiser, teacher_params, student: Denoiser, 
     m, classes = config.num_samples_composition, process.num_states
     k_lam, k_step = jax.random.split(k_teacher)
     step_keys, hat_keys = jax.random.split(k_step, m), jax.random.split(k_hat, m)
-    lam_teacher, lam_u = _lam_grid(k_lam, batch, m), _lam_grid(k_lam_u, batch, m)
+    lam_teacher, lam_u = draw_lam_grid(k_lam, batch, m), draw_lam_grid(k_lam_u, batch, m)
     teacher_params, student_params = sg(teacher_params), sg(student_params)
     product_marginal = None if teacher.mixture else teacher.logprobs(process, teacher_params, x_t, t, None, cond)
 
@@ -301,9 +296,9 @@ def di4c_loss(key: jax.Array, *, student: Denoiser, student_params: Any, teacher
     if coupled and not student.mixture:
         raise ValueError("consis_coupling > 0 pairs lambdas of a mixture student; this student is a product "
                          "(mixture=False)")
-    lam_t = _lam_grid(k_lam_t, batch, n)
+    lam_t = draw_lam_grid(k_lam_t, batch, n)
     if coupled:  # component m < M at the lambda of composition copy m
-        lam_t = lam_t.at[:, :m].set(_lam_grid(k_lam_u, batch, m))
+        lam_t = lam_t.at[:, :m].set(draw_lam_grid(k_lam_u, batch, m))
     if chunk >= n or not student.mixture:
         logp_t = student.component_logprobs_at(process, student_params, x_t, t, lam_t, cond, rngs=rngs)
         stats = component_stats(logp_t, points, tau)

@@ -140,11 +140,15 @@ class DiTBlock(nnx.Module):
         y = norm(x.astype(jnp.float32))
         return y if self.dtype is None else y.astype(self.dtype)
 
-    def _qkv(self, x, shift, scale):
-        """x [B, n, H] -> q, k, v [B, heads, n, head_dim] (one transpose for the three)."""
+    def _qkv_tokens_major(self, x, shift, scale):
+        """x [B, n, H] -> q, k, v stacked tokens-major [B, n, 3, heads, head_dim]."""
         b, n, hidden = x.shape
         qkv = dense(self.qkv, _modulate(self._norm(self.norm1, x), shift, scale))
-        qkv = qkv.reshape(b, n, 3, self.heads, hidden // self.heads).transpose(2, 0, 3, 1, 4)
+        return qkv.reshape(b, n, 3, self.heads, hidden // self.heads)
+
+    def _qkv(self, x, shift, scale):
+        """x [B, n, H] -> q, k, v [B, heads, n, head_dim] (one transpose for the three)."""
+        qkv = self._qkv_tokens_major(x, shift, scale).transpose(2, 0, 3, 1, 4)
         return qkv[0], qkv[1], qkv[2]
 
     def _branch(self, x, gate, y, rngs):
@@ -173,8 +177,7 @@ class DiTBlock(nnx.Module):
         b, d, hidden = x.shape
 
         def qkv(y):  # [B, n, H] -> q, k, v tokens-major [B, n, heads, head_dim], no transpose
-            out = dense(self.qkv, _modulate(self._norm(self.norm1, y), shift, scale_mod))
-            out = out.reshape(b, y.shape[1], 3, self.heads, hidden // self.heads)
+            out = self._qkv_tokens_major(y, shift, scale_mod)
             return out[:, :, 0], out[:, :, 1], out[:, :, 2]
 
         q, k, v = qkv(x)
