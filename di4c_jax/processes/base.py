@@ -36,8 +36,8 @@ def sample_categorical_blocked(key: jax.Array, logp: jax.Array, *, block: int) -
 
     The classes are cut into ceil(K / block) blocks (the last padded with -inf); a Gumbel-max draw over the blocks'
     log-masses (logsumexp within each) picks a block with probability p(block), a second one a class within it
-    with probability p_k / p(block); the product is p_k. Random numbers per draw: ceil(K / block) + block instead of K; the logits are read once (the block
-    log-masses) plus one gathered block.
+    with probability p_k / p(block); the product is p_k. Random numbers per draw: ceil(K / block) + block instead of
+    K; the logits are read once (the block log-masses) plus one gathered block.
     """
     if block < 1:
         raise ValueError(f"block must be >= 1, got {block}")
