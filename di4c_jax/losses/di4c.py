@@ -202,13 +202,14 @@ def _composition(keys, *, teacher: Denoiser, teacher_params, student: Denoiser, 
 
 def _small_time_distillation(key, student: Denoiser, student_params, teacher: Denoiser, teacher_params, process,
                              x0, cond, config, chunk: int | None = None):
-    """tauldr: per (b, j) an independent x_t' ~ q(. | x0) at t' = min_time + Bern(1/2) U width and a fresh lambda;
-    returns mean_j KL(teacher || student component j), float32[B]. A mixture teacher (di4c^2) is evaluated at the
-    same lambda as the student component, so the term upper-bounds KL(teacher mixture || student mixture) (joint
-    convexity of the KL), as the per-component KL does for a product teacher. With `chunk` < N the N copies go
-    through the networks `chunk` at a time under `jax.checkpoint` (memory flat in N; the draws are made up front,
-    so only dropout masks depend on the chunking)."""
-    batch, n = x0.shape[0], config.num_lambda
+    """tauldr: per (b, j), j < config.num_samples_small_time, an independent x_t' ~ q(. | x0) at
+    t' = min_time + Bern(1/2) U width and a fresh lambda; returns mean_j KL(teacher || student component j),
+    float32[B]. A mixture teacher (di4c^2) is evaluated at the same lambda as the student component, so the term
+    upper-bounds KL(teacher mixture || student mixture) (joint convexity of the KL), as the per-component KL does for
+    a product teacher. With `chunk` below the copy count the copies go through the networks `chunk` at a time under
+    `jax.checkpoint` (memory flat in the copies; the draws are made up front, so only dropout masks depend on the
+    chunking)."""
+    batch, n = x0.shape[0], config.num_samples_small_time
     k_coin, k_u, k_x, k_lam, k_drop = jax.random.split(key, 5)
     coin = jax.random.bernoulli(k_coin, 0.5, (batch * n,))
     t_small = config.min_time + coin * jax.random.uniform(k_u, (batch * n,)) * config.small_time_width

@@ -4,7 +4,8 @@ A recipe fixes how times are drawn, which teacher step t -> u is taken and how t
   tauldr   the CIFAR-10 recipe (`DistilChain` in sony/di4c:tauldr/lib/losses/losses.py):
            delta ~ LogUniform[min_delta, max_delta], t ~ U[min_time + delta, 1], u = t - delta; analytic teacher
            step; time_coeff = time_coeff_scale * sigmoid(20 (t - 0.5)); distillation on its own small-time batch at
-           t' = min_time + Bern(1/2) U small_time_width; consistency weight 1.
+           t' = min_time + Bern(1/2) U small_time_width, `num_small_time` copies per item (None: N, as the
+           reference); consistency weight 1.
   sdtt     the OpenWebText recipe (`di4c_loss` in sony/di4c:sdtt/src/sdtt/core/distill/multi_round_sdtt.py):
            per-sample t (w.p. distil_prob U[0, distil_time], else U[distil_time, 1]) snapped to a grid of
            `num_time_bins` bins; u = t - min(1/num_time_bins, t/2); ancestral teacher step; distillation at the same
@@ -162,15 +163,23 @@ class TauLDRRecipe(Di4CRecipe):
     min_delta: float = 1e-3
     max_delta: float = 1e-2
     small_time_width: float = 0.01
+    num_small_time: int | None = None  # copies per item in the small-time distillation batch; None: num_lambda
 
     name: ClassVar[str] = "tauldr"
     small_time_distillation: ClassVar[bool] = True
 
     def __post_init__(self):
         super().__post_init__()
+        if self.num_small_time is not None and self.num_small_time < 1:
+            raise ValueError(f"tauldr: num_small_time must be None or >= 1, got {self.num_small_time}")
         if not 0.0 < self.min_delta <= self.max_delta < 1.0 - self.min_time:
             raise ValueError(f"tauldr: need 0 < min_delta <= max_delta < 1 - min_time, got {self.min_delta}, "
                              f"{self.max_delta}, {self.min_time}")
+
+    @property
+    def num_samples_small_time(self) -> int:
+        """Copies per item of the small-time distillation batch (each its own x_t', t' and lambda)."""
+        return self.num_lambda if self.num_small_time is None else self.num_small_time
 
     def recipe_times(self, key, batch):
         k1, k2, _ = jax.random.split(key, 3)
