@@ -42,6 +42,10 @@ class Denoiser:
         the null class of classifier-free guidance.
       config_json: the model config the network was built from, as JSON (set by `models.make_denoiser`; None for a
         hand-written function). It is what `interop.save_checkpoint` writes beside the weights.
+      components: optional `components(params, x_t, t, lam, cond, *, rngs=None) -> logits float32[B, N, D, K]` at
+        lam float32[B, N]: the same values as `apply` on rows repeated N times, computed more cheaply (a network
+        whose first layers do not see lambda runs them once per row); None: `apply` on repeated rows. Dropout
+        masks of the shared layers are shared by the N components.
     """
 
     apply: Apply
@@ -50,6 +54,7 @@ class Denoiser:
     mixture: bool = False
     num_classes: int = 0
     config_json: str | None = None
+    components: Apply | None = None
 
     @property
     def model_config(self) -> dict | None:
@@ -84,13 +89,19 @@ class Denoiser:
 
     def component_logprobs_at(self, process, params: Params, x_t, t, lam, cond=None, *, rngs=None) -> jax.Array:
         """Log-probs of the components at lam float32[B, num] (component n of row b at lam[b, n]): [B, num, D, K],
-        in one network call over B*num rows repeated b-major. A product denoiser ignores lam (num copies)."""
+        in one network call over B*num rows repeated b-major (or one `components` call). A product denoiser
+        ignores lam (num copies)."""
         batch, num = lam.shape
         rep = lambda a: None if a is None else jnp.repeat(a, num, axis=0)  # noqa: E731
-        logp = self.logprobs(process, params, rep(x_t), rep(t), lam.reshape(-1) if self.mixture else None, rep(cond),
-                             rngs=rngs)
+        if self.mixture and self.components is not None:
+            logits = self.components(params, x_t, t, lam, cond, rngs=rngs)
+            logp = process.x0_logprobs(logits.reshape(batch * num, *logits.shape[2:]), rep(x_t))
+        else:
+            logp = self.logprobs(process, params, rep(x_t), rep(t), lam.reshape(-1) if self.mixture else None,
+                                 rep(cond), rngs=rngs)
         return logp.reshape(batch, num, *logp.shape[1:])
 
     def with_apply(self, apply: Apply) -> "Denoiser":
-        """The same metadata around another function (e.g. a jitted or wrapped `apply`)."""
-        return dataclasses.replace(self, apply=apply)
+        """The same metadata around another function (e.g. a jitted or wrapped `apply`); `components` is dropped,
+        since it would bypass the new function."""
+        return dataclasses.replace(self, apply=apply, components=None)

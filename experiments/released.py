@@ -51,14 +51,16 @@ def teacher_config(path: Path) -> dict:
     return interop.ours.load_model_config(path)
 
 
-def student_config(teacher_cfg: dict, *, lam_style: str | None, lam_zero_init: bool) -> dict:
+def student_config(teacher_cfg: dict, *, lam_style: str | None, lam_zero_init: bool,
+                   lam_blocks: int | None = None) -> dict:
     """The student of a released teacher: the same network plus the lambda input (`lam_style`, default the
-    reference's for that architecture)."""
+    reference's for that architecture; `lam_blocks`: a DiT's last blocks that see it, None all)."""
     kind = teacher_cfg.get("kind")
     style = lam_style or REFERENCE_LAM_STYLE.get(kind)
     if style is None:
         raise ValueError(f"no default lambda style for a released {kind!r} teacher; set config.model.lam_style")
-    return dict(teacher_cfg, lam_style=style, lam_zero_init=lam_zero_init)
+    extra = {} if lam_blocks is None else {"lam_blocks": lam_blocks}
+    return dict(teacher_cfg, lam_style=style, lam_zero_init=lam_zero_init, **extra)
 
 
 def check_fits(cfg: dict, *, num_states: int, num_dims: int, where: Path) -> None:

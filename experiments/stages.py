@@ -55,7 +55,8 @@ def model_config(setup: Setup, student: bool):
         cfg = released.teacher_config(found)
         released.check_fits(cfg, num_states=setup.process.num_states, num_dims=setup.num_dims, where=found)
         if student:
-            cfg = released.student_config(cfg, lam_style=spec.lam_style, lam_zero_init=spec.lam_zero_init)
+            cfg = released.student_config(cfg, lam_style=spec.lam_style, lam_zero_init=spec.lam_zero_init,
+                                          lam_blocks=spec.lam_blocks)
         return ml_collections.ConfigDict(cfg)
     overrides = dict(spec.overrides, remat=spec.remat,
                      compute_dtype=None if spec.compute_dtype == "float32" else spec.compute_dtype)
@@ -70,6 +71,8 @@ def model_config(setup: Setup, student: bool):
     if student:
         overrides["lam_style"] = spec.lam_style or ("token" if kind == "dit" else "embed")
         overrides["lam_zero_init"] = spec.lam_zero_init
+        if spec.lam_blocks is not None:
+            overrides["lam_blocks"] = spec.lam_blocks
     return registry.model_config(spec.size, **overrides)
 
 

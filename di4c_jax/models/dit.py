@@ -21,6 +21,9 @@ lambda conditioning, `lam_style`:
   Op by op the zero-gate student is bitwise its teacher; under jit XLA fuses the shared intermediates (q, k, v,
   logsumexp) differently, which moves the logits by float rounding only (~1e-6 relative).
   `lam_token_gate=False` drops the gate parameter (fixed at 1): the reference's function and parameters exactly.
+  `lam_blocks=k` gives the token to the last k blocks only (None: all, the references): the first depth - k blocks
+  are the teacher's blocks on the D tokens, independent of lambda, so `components` runs them once per row for
+  any number of lambdas (a cheaper large N; the first block of such a student is its teacher's function).
 
 Options for the released MDLM/sdtt checkpoints (kuleshov-group/mdlm:models/dit.py, di4c_jax.interop.mdlm):
 - `time_embedding='mdlm'`: the network sees the log-linear total noise sigma(t) = -log1p(-(1 - 1e-3) t)
@@ -257,9 +260,13 @@ class DiTDenoiser(nnx.Module):
                  lam_style: str | None = None, lam_zero_init: bool = True, lam_feature_dim: int = 128,
                  lam_hidden: int = 512, rotary_base: float = 1e4, compute_dtype=None, remat: str = "none",
                  lam_token_gate: bool = True, time_embedding: str = "sinusoid", fast_variance: bool = True,
-                 attention: str = "einsum", rngs: nnx.Rngs):
+                 attention: str = "einsum", lam_blocks: int | None = None, rngs: nnx.Rngs):
         if lam_style not in LAM_STYLES:
             raise ValueError(f"lam_style must be one of {LAM_STYLES}, got {lam_style!r}")
+        if lam_blocks is not None and (lam_style != "token" or not 1 <= lam_blocks <= depth):
+            raise ValueError(f"lam_blocks must be None or in [1, depth={depth}] with lam_style='token', got "
+                             f"lam_blocks={lam_blocks!r} with lam_style={lam_style!r}")
+        self.trunk_depth = 0 if lam_blocks is None else depth - lam_blocks
         if time_embedding not in TIME_EMBEDDINGS:
             raise ValueError(f"time_embedding must be one of {TIME_EMBEDDINGS}, got {time_embedding!r}")
         self.time_embedding = time_embedding
@@ -278,10 +285,11 @@ class DiTDenoiser(nnx.Module):
             self.lam_proj = LambdaProjection(out, feature_dim=lam_feature_dim, hidden=lam_hidden,
                                              zero_init=lam_zero_init and lam_style == "embed", rngs=rngs)
         self.blocks = nnx.List([
-            DiTBlock(hidden, num_heads, mlp_dim or 4 * hidden, cond_dim, dropout, lam_token=lam_style == "token",
+            DiTBlock(hidden, num_heads, mlp_dim or 4 * hidden, cond_dim, dropout,
+                     lam_token=lam_style == "token" and i >= self.trunk_depth,
                      gate_init=0.0 if lam_zero_init else 1.0, dtype=compute_dtype, gated=lam_token_gate,
                      fast_variance=fast_variance, attention=attention, rngs=rngs)
-            for _ in range(depth)])
+            for i in range(depth)])
         zeros = nnx.initializers.zeros_init()
         self.final_norm = nnx.LayerNorm(hidden, use_bias=False, epsilon=1e-5, use_fast_variance=fast_variance,
                                         rngs=rngs)
@@ -291,8 +299,41 @@ class DiTDenoiser(nnx.Module):
                                     preferred_element_type=jnp.float32,
                                     dot_general=low_precision_backward_dot_general, rngs=rngs)
 
+    @property
+    def shares_trunk(self) -> bool:
+        """True if some leading blocks do not see lambda (`lam_blocks` < depth): `components` is cheaper then."""
+        return self.trunk_depth > 0
+
     def __call__(self, x_t, t, lam, cond, *, rngs: nnx.Rngs | None = None) -> jax.Array:
-        b, d = x_t.shape
+        return self.components(x_t, t, None if lam is None else lam[:, None], cond, rngs=rngs)[:, 0]
+
+    def components(self, x_t, t, lam, cond, *, rngs: nnx.Rngs | None = None) -> jax.Array:
+        """x_t int32[B, D], t f32[B], lam f32[B, N] | None (N = 1), cond int32[B] | None -> logits f32[B, N, D, K],
+        the blocks before the first that sees lambda run once per row."""
+        cast = lambda a: a if self.dtype is None else a.astype(self.dtype)  # noqa: E731
+        c = self._conditioning(t, cond)  # float32 until lambda is in
+        x = self.tok_embed(x_t)
+        cos, sin = rotary_tables(x_t.shape[1], self.head_dim, self.rotary_base)
+        blocks = list(self.blocks)
+        if self.trunk_depth:
+            x, _ = run_blocks(blocks[:self.trunk_depth], x, cast(c), cos, sin, None, remat=self.remat, rngs=rngs)
+        num = 1 if lam is None else lam.shape[1]
+        if num > 1:  # rows repeated b-major from here on
+            x, c = jnp.repeat(x, num, axis=0), jnp.repeat(c, num, axis=0)
+        lam = None if lam is None else lam.reshape(-1)
+        if self.lam_style == "embed":
+            c = c + self.lam_proj(lam)
+        c = cast(c)
+        z = self.lam_proj(lam)[:, None, :].astype(x.dtype) if self.lam_style == "token" else None
+        x, z = run_blocks(blocks[self.trunk_depth:], x, c, cos, sin, z, remat=self.remat, rngs=rngs)
+        shift, scale = jnp.split(self.final_adaln(c)[:, None, :], 2, axis=-1)
+        h = self.final_norm(x.astype(jnp.float32))
+        h = _modulate(h if self.dtype is None else h.astype(self.dtype), shift, scale)
+        logits = dense(self.final_out, h).astype(jnp.float32)
+        return logits.reshape(x_t.shape[0], num, *logits.shape[1:])
+
+    def _conditioning(self, t, cond):
+        """float32 c [B, cond_dim] from the time and the class (lambda is added where the blocks need it)."""
         t_in = t if self.time_conditioning else jnp.zeros_like(t)
         if self.time_embedding == "mdlm":
             sigma = loglinear_sigma(t) if self.time_conditioning else jnp.zeros(t.shape, jnp.float32)
@@ -300,17 +341,4 @@ class DiTDenoiser(nnx.Module):
         else:
             feats = time_features(t_in, self.time_freq_dim)
         c = jax.nn.silu(self.time_out(jax.nn.silu(self.time_in(feats))))
-        if self.num_classes:
-            c = c + self.class_embed(cond)
-        if self.lam_style == "embed":
-            c = c + self.lam_proj(lam)
-        if self.dtype is not None:
-            c = c.astype(self.dtype)
-        x = self.tok_embed(x_t)
-        z = self.lam_proj(lam)[:, None, :].astype(x.dtype) if self.lam_style == "token" else None
-        cos, sin = rotary_tables(d, self.head_dim, self.rotary_base)
-        x, z = run_blocks(self.blocks, x, c, cos, sin, z, remat=self.remat, rngs=rngs)
-        shift, scale = jnp.split(self.final_adaln(c)[:, None, :], 2, axis=-1)
-        h = self.final_norm(x.astype(jnp.float32))
-        h = _modulate(h if self.dtype is None else h.astype(self.dtype), shift, scale)
-        return dense(self.final_out, h).astype(jnp.float32)
+        return c + self.class_embed(cond) if self.num_classes else c

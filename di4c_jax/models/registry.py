@@ -130,7 +130,7 @@ def _lookup(params: Params, path: tuple) -> jax.Array:
     return node
 
 
-def _check_inputs(model, x_t, t, lam, cond):
+def _check_inputs(model, x_t, t, lam, cond, grid: int | None = None):
     check_tokens(x_t, model.num_states, "x_t")
     b, d = x_t.shape
     if d != model.num_positions:
@@ -142,9 +142,10 @@ def _check_inputs(model, x_t, t, lam, cond):
         raise ValueError("lam must be float[B] for a model built with lambda conditioning and None otherwise "
                          f"(model takes lambda: {model.mixture}, lam given: {lam is not None})")
     if lam is not None:
-        lam = as_batch_times(lam, b)
-        if lam.shape != (b,):
-            raise ValueError(f"lam must be float[B] with B={b}, got shape {lam.shape}")
+        lam = as_batch_times(lam, b) if grid is None else jnp.asarray(lam, jnp.float32)
+        want = (b,) if grid is None else (b, grid)
+        if lam.shape != want:
+            raise ValueError(f"lam must be float{list(want)} with B={b}, got shape {lam.shape}")
     if not model.num_classes:
         if cond is not None:
             raise ValueError("cond was given but the model has no class conditioning (num_classes=0)")
@@ -157,6 +158,11 @@ def _check_inputs(model, x_t, t, lam, cond):
     return t, lam, cond
 
 
+def _merged(graphdef: nnx.GraphDef, flat: list, params: Params) -> nnx.Module:
+    """The module of `graphdef` with its parameters read from the plain `params` tree."""
+    return nnx.merge(graphdef, nnx.from_flat_state([(path, var.replace(_lookup(params, path))) for path, var in flat]))
+
+
 def make_apply(graphdef: nnx.GraphDef, abstract_state: nnx.State) -> Apply:
     """Pure `apply(params, x_t, t, lam=None, cond=None, *, rngs=None) -> logits float32[B, D, K]`."""
     flat = list(nnx.to_flat_state(abstract_state))
@@ -165,21 +171,35 @@ def make_apply(graphdef: nnx.GraphDef, abstract_state: nnx.State) -> Apply:
         """x_t int32[B, D], t float32[B], lam float32[B] | None, cond int32[B] | None (None on a class-
         conditional model = the null class num_classes; ids outside [0, num_classes] give NaN logits).
         rngs: PRNG key for dropout, None = deterministic."""
-        state = nnx.from_flat_state([(path, var.replace(_lookup(params, path))) for path, var in flat])
-        model = nnx.merge(graphdef, state)
+        model = _merged(graphdef, flat, params)
         t, lam, cond = _check_inputs(model, x_t, t, lam, cond)
         return model(x_t, t, lam, cond, rngs=None if rngs is None else nnx.Rngs(dropout=rngs))
 
     return apply
 
 
+def make_components(graphdef: nnx.GraphDef, abstract_state: nnx.State) -> Apply:
+    """Pure `components(params, x_t, t, lam, cond=None, *, rngs=None) -> logits float32[B, N, D, K]` at
+    lam float32[B, N] (`Denoiser.components`) of a model with a `components` method."""
+    flat = list(nnx.to_flat_state(abstract_state))
+
+    def components(params: Params, x_t, t, lam, cond=None, *, rngs=None) -> jax.Array:
+        model = _merged(graphdef, flat, params)
+        t, lam, cond = _check_inputs(model, x_t, t, lam, cond, grid=jnp.shape(lam)[-1])
+        return model.components(x_t, t, lam, cond, rngs=None if rngs is None else nnx.Rngs(dropout=rngs))
+
+    return components
+
+
 def make_denoiser(model_config) -> Denoiser:
     """The `Denoiser` of a model config (name, dict or ConfigDict): abstract build, nothing allocated."""
     model = nnx.eval_shape(lambda: build_model(model_config, jax.random.key(0)))
     graphdef, abstract, _ = split_params(model)
+    shares_trunk = bool(getattr(model, "shares_trunk", False))
     return Denoiser(make_apply(graphdef, abstract), num_states=model.num_states,
                     num_positions=model.num_positions, mixture=bool(model.mixture),
-                    num_classes=int(model.num_classes), config_json=config_json(model_config))
+                    num_classes=int(model.num_classes), config_json=config_json(model_config),
+                    components=make_components(graphdef, abstract) if shares_trunk else None)
 
 
 def config_json(config) -> str:
