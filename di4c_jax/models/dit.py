@@ -328,7 +328,7 @@ class DiTDenoiser(nnx.Module):
         x, z = run_blocks(blocks[self.trunk_depth:], x, c, cos, sin, z, remat=self.remat, rngs=rngs)
         shift, scale = jnp.split(self.final_adaln(c)[:, None, :], 2, axis=-1)
         h = self.final_norm(x.astype(jnp.float32))
-        h = _modulate(h if self.dtype is None else h.astype(self.dtype), shift, scale)
+        h = _modulate(cast(h), shift, scale)
         logits = dense(self.final_out, h).astype(jnp.float32)
         return logits.reshape(x_t.shape[0], num, *logits.shape[1:])
 
