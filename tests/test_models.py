@@ -291,3 +291,10 @@ def test_build_denoiser_returns_a_denoiser_and_kinds_are_registered():
     assert {"mlp", "dit", "unet"} <= set(MODEL_KINDS.names())
     with pytest.raises(ValueError, match="kind"):
         make_denoiser(dict(kind="no-such-kind", num_states=3))
+
+
+def test_an_option_the_model_lacks_is_named_in_the_error():
+    with pytest.raises(ValueError, match=r"'mlp' model has no option 'lam_blocks' \(set to 1\)") as info:
+        make_denoiser(_cfg("mlp", lam_style="embed", lam_blocks=1))
+    assert "lam_style" in str(info.value)  # the options it does take
+    make_denoiser(_cfg("dit", lam_style="token", lam_blocks=1))  # a DiT takes it

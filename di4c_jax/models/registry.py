@@ -7,6 +7,7 @@ Nothing else is state: dropout draws its mask from the `rngs` key given per call
 """
 from __future__ import annotations
 
+import inspect
 import json
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -79,6 +80,12 @@ def _kwargs(config) -> tuple[type, dict]:
     if kind not in MODEL_KINDS:
         raise ValueError(f"model config needs kind in {MODEL_KINDS.names()} (or a name), got {kind!r}")
     cls = MODEL_KINDS.get(kind)
+    arguments = inspect.signature(cls.__init__).parameters
+    accepted = set(arguments) - {"self", "rngs"}
+    unknown = sorted(set(cfg) - accepted)
+    if unknown and not any(p.kind is p.VAR_KEYWORD for p in arguments.values()):
+        raise ValueError(f"a {kind!r} model has no option {', '.join(map(repr, unknown))} (set to "
+                         f"{', '.join(repr(cfg[k]) for k in unknown)}); its options: {sorted(accepted)}")
     dtype = cfg.pop("compute_dtype", None)
     cfg["compute_dtype"] = None if dtype is None else jnp.dtype(dtype)
     for k in ("ch_mult", "attn_resolutions"):
