@@ -42,7 +42,7 @@ sg = jax.lax.stop_gradient
 
 
 def di4c_objective(*, logp_t, x0, logp_teacher_t, logp_u, x_hat, time_coeff, w_distil, w_consis,
-                   control_variate: bool = True, consis_coupling: float = 0.0):
+                   control_variate: bool = True, consis_coupling: float = 0.0, jackknife: bool = False):
     """Di4C loss from precomputed log-probabilities.
 
     Args:
@@ -55,6 +55,7 @@ def di4c_objective(*, logp_t, x0, logp_teacher_t, logp_u, x_hat, time_coeff, w_d
       control_variate: subtract G (the product of the mixture marginals) and add the marginal KLs back.
       consis_coupling: the share a in [0, 1] of the consistency term taken per component; with a > 0, logp_t[:, m]
         (m < M <= N) must be the student at the lambda that drew x_hat[:, m] (`Di4CRecipe.consis_coupling`).
+      jackknife: the jackknife estimate of F (- G) at x0 and the x_hat (`losses.mixture.mixture_log_density_at`).
 
     Returns:
       (scalar loss, aux): aux as in the module docstring (tauldr's `distil` is added by `di4c_loss`).
@@ -63,7 +64,7 @@ def di4c_objective(*, logp_t, x0, logp_teacher_t, logp_u, x_hat, time_coeff, w_d
     stats = component_stats(logp_t, _points(x0, x_hat), jnp.exp(sg(logp_teacher_t)))
     return objective_from_stats(stats, logp_teacher_t=logp_teacher_t, log_marginal_u=mixture_log_marginal(logp_u),
                                 time_coeff=time_coeff, w_distil=w_distil, w_consis=w_consis,
-                                control_variate=control_variate, consis_coupling=consis_coupling)
+                                control_variate=control_variate, consis_coupling=consis_coupling, jackknife=jackknife)
 
 
 def _points(x0, x_hat):
@@ -72,7 +73,7 @@ def _points(x0, x_hat):
 
 
 def objective_from_stats(stats: ComponentStats, *, logp_teacher_t, log_marginal_u, time_coeff, w_distil, w_consis,
-                         control_variate: bool = True, consis_coupling: float = 0.0):
+                         control_variate: bool = True, consis_coupling: float = 0.0, jackknife: bool = False):
     """`di4c_objective` from the student's component statistics (`losses.chunked`), values gathered at the points
     [x0, x_hat_1..M]. log_marginal_u: [B, D, K] the composition components' marginals (stop-gradient)."""
     batch, num = stats.cross.shape
@@ -90,7 +91,7 @@ def objective_from_stats(stats: ComponentStats, *, logp_teacher_t, log_marginal_
     logp_teacher_t, log_marginal_u = sg(logp_teacher_t), sg(log_marginal_u)
     log_marginal = stats.log_marginal
 
-    density = mixture_log_density_at(stats.values, control_variate)  # [B, 1 + M]
+    density = mixture_log_density_at(stats.values, control_variate, jackknife)  # [B, 1 + M]
     data_cor, consis_cor = -density[:, 0], -jnp.mean(density[:, 1:], axis=1)
     if control_variate:
         data_ind = kl_sum(logp_teacher_t, log_marginal)
@@ -308,7 +309,8 @@ def di4c_loss(key: jax.Array, *, student: Denoiser, student_params: Any, teacher
                                         cond=cond, rngs=rngs, points=points, tau=tau, chunk=chunk)
     loss, aux = objective_from_stats(stats, logp_teacher_t=logp_teacher_t, log_marginal_u=log_marginal_u,
                                      time_coeff=time_coeff, w_distil=times.w_distil, w_consis=times.w_consis,
-                                     control_variate=config.control_variate, consis_coupling=config.consis_coupling)
+                                     control_variate=config.control_variate, consis_coupling=config.consis_coupling,
+                                     jackknife=config.jackknife)
     if config.small_time_distillation:
         distil = jnp.mean(_small_time_distillation(k_small, student, student_params, teacher, teacher_params,
                                                    process, x0, cond, config, chunk=chunk))

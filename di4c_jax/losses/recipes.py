@@ -38,8 +38,10 @@ n < M are the u-side ones, and (1 - a) KL(composition || mixture) becomes (1 - a
 cross-entropy of each composition sample x_hat_m under the t-side component of the lambda that drew it. a = 1 is
 (up to the samples' entropy) E_lam KL(composition_lam || student_t(lam)), an upper bound on the mixture KL (joint
 convexity); it asks each component to be consistent with itself across t, which one lambda per sampling trajectory
-(`sampling` option `share_lam`) relies on. It needs a mixture student and M <= N. The defaults (0, 0, 'uniform', 1,
-0) are the references' behaviour.
+(`sampling` option `share_lam`) relies on. It needs a mixture student and M <= N. `jackknife` replaces the N-sample
+log mixture density F (- G) at x0 and at the composition samples, biased low by O(1/N), by its jackknife estimate
+(bias O(1/N^2); `losses.mixture.mixture_log_density_at`), at no network cost. The defaults (0, 0, 'uniform', 1, 0,
+False) are the references' behaviour.
 """
 from __future__ import annotations
 
@@ -89,6 +91,7 @@ class Di4CRecipe:
     consis_weighting: str = "uniform"  # w(t) on the consistency weight: a key of CONSIS_WEIGHTINGS
     consis_scale: float = 1.0  # a constant factor on the consistency weight (0: no consistency term)
     consis_coupling: float = 0.0  # share of the consistency term taken per component (same lambda at u and t)
+    jackknife: bool = False  # jackknife the N-sample log mixture densities F (- G): bias O(1/N^2), not O(1/N)
 
     name: ClassVar[str] = ""
     small_time_distillation: ClassVar[bool] = False  # tauldr: a separate small-time distillation batch
@@ -123,6 +126,9 @@ class Di4CRecipe:
         if self.consis_coupling > 0 and self.num_samples_composition > self.num_lambda:
             raise ValueError(f"{self.name}: consis_coupling > 0 pairs composition copy m with t-side lambda m, so it "
                              f"needs num_composition <= num_lambda, got {self.num_composition} > {self.num_lambda}")
+        if self.jackknife and self.num_lambda < 2:
+            raise ValueError(f"{self.name}: jackknife leaves one of the N lambdas out, so it needs num_lambda >= 2, "
+                             f"got {self.num_lambda}")
         if self.consis_weighting not in CONSIS_WEIGHTINGS:
             raise ValueError(f"{self.name}: consis_weighting must be one of {sorted(CONSIS_WEIGHTINGS)}, got "
                              f"{self.consis_weighting!r}")
