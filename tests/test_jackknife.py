@@ -103,7 +103,7 @@ def test_the_recipe_field_jackknifes_the_loss_and_nothing_else(preset):
                                    config=recipe, cond=cond)
         return jax.jit(jax.value_and_grad(loss, has_aux=True))(student)
 
-    (plain, aux), _ = run(False)
+    (_, aux), _ = run(False)
     (jack, aux_j), grad_j = run(True)
     for name in ("data_ind", "consis_ind", "distil"):
         np.testing.assert_array_equal(aux[name], aux_j[name])

@@ -58,15 +58,15 @@ def mixture_log_density_at(values: jax.Array, control_variate: bool = True, jack
     num = values.shape[1]
     if jackknife and num < 2:
         raise ValueError(f"the jackknife leaves one of N components out, so it needs N >= 2, got N = {num}")
-    log_marginal = jax.nn.logsumexp(values, axis=1, keepdims=True) - math.log(num)  # [B, 1, D, M]
-    sums = jnp.sum(values - log_marginal if control_variate else values, axis=2)  # [B, N, M]
+    log_marginal = jax.nn.logsumexp(values, axis=1, keepdims=True) - math.log(num) if control_variate else None
+    sums = jnp.sum(values if log_marginal is None else values - log_marginal, axis=2)  # [B, N, M]
     estimate = jax.nn.logsumexp(sums, axis=1) - math.log(num)
     if not jackknife:
         return estimate
     # theta_(-i) = log mean_{n != i} exp(sums_n - c_i), c_i the change of G without component i (0 without the
     # control variate); computed from the full-sample sums, so the control variate's cancellation is kept.
     left_out = leave_one_out_logsumexp(sums, axis=1) - math.log(num - 1)  # [B, N, M]
-    if control_variate:
+    if log_marginal is not None:  # [B, 1, D, M]
         marginal_out = leave_one_out_logsumexp(values, axis=1) - math.log(num - 1)  # [B, N, D, M]
         left_out = left_out - jnp.sum(marginal_out - log_marginal, axis=2)
     return num * estimate - (num - 1) * jnp.mean(left_out, axis=1)
