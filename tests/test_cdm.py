@@ -11,6 +11,7 @@ from di4c_jax import Denoiser
 from di4c_jax.eval.exact import all_states, empirical_law, state_index
 from di4c_jax.losses.cdm import (CDMConfig, cdm_conditional_loss, cdm_loss, cdm_objective, cdm_times,
                                  student_kernel_logprobs, teacher_chain)
+from di4c_jax.losses.mixture import mixture_log_likelihood
 from di4c_jax.processes import DiscreteGaussian, Masked, Uniform
 from loss_contract import assert_jits_once_deterministic_and_teacher_frozen, mlp_denoiser
 
@@ -285,3 +286,47 @@ def test_bad_inputs_raise():
         cdm_loss(jax.random.key(0), **nets, x0=jnp.zeros((3,), jnp.int32), config=CDMConfig())
     with pytest.raises(ValueError, match="outside"):
         cdm_loss(jax.random.key(0), **nets, x0=np.full((2, D), 7), config=CDMConfig())
+
+
+
+@pytest.mark.parametrize("control_variate", [True, False])
+def test_jackknife_is_the_leave_one_out_combination_of_the_n_sample_term(control_variate):
+    """cdm_objective(jackknife=True) = N r_N - (N - 1) mean_i r_(-i) + CE: r the N-sample term (component i
+    deleted for r_(-i)), CE the control variate's cross-entropy with the full sample's marginals (0 without it)."""
+    b, n, m, k = 3, 5, 4, MASKED.num_states
+    keys = jax.random.split(jax.random.key(11), 3)
+    kernel = jax.nn.log_softmax(2.0 * jax.random.normal(keys[0], (b, n, D, k)))
+    last = jax.nn.log_softmax(jax.random.normal(keys[1], (b, m, D, k)))
+    x_lo = jax.random.randint(keys[2], (b, m, D), 0, k)
+
+    def n_sample_term(kern):
+        return -np.mean(np.asarray(mixture_log_likelihood(kern, x_lo, control_variate), np.float64), axis=1)
+
+    plain, nll = cdm_objective(student_kernel=kernel, x_lo=x_lo, teacher_last_kernel=last,
+                               control_variate=control_variate)
+    jack, jack_nll = cdm_objective(student_kernel=kernel, x_lo=x_lo, teacher_last_kernel=last,
+                                   control_variate=control_variate, jackknife=True)
+    cross_entropy = np.asarray(plain, np.float64) - n_sample_term(kernel)
+    left_out = np.mean([n_sample_term(jnp.delete(kernel, i, axis=1)) for i in range(n)], axis=0)
+    expected = n * n_sample_term(kernel) - (n - 1) * left_out + cross_entropy
+    np.testing.assert_allclose(jack, expected, rtol=1e-5, atol=1e-4)
+    np.testing.assert_array_equal(jack_nll, nll)  # the diagnostic stays the plain MC cross-entropy
+    assert np.abs(np.asarray(jack) - np.asarray(plain)).max() > 1e-3  # it does change the estimate
+
+
+def test_jackknife_needs_two_lambdas_and_leaves_a_product_student_alone():
+    with pytest.raises(ValueError, match="num_lambda >= 2, got 1"):
+        CDMConfig(num_lambda=1, jackknife=True)
+    process, x_hi, t_hi, t_lo, n = CASES[1]
+    params = init_mlp(jax.random.key(0), process.num_states)
+    x = jnp.asarray([x_hi] * 4, jnp.int32)
+    times = dict(t_hi=jnp.full((4,), t_hi), t_lo=jnp.full((4,), t_lo))
+    for mixture in (False, True):
+        net = mlp_denoiser(process.num_states, mixture=mixture)
+        losses = [cdm_conditional_loss(jax.random.key(5), student=net, student_params=params, teacher=product_net(
+            process.num_states), teacher_params=params, process=process, x_hi=x, **times, config=CDMConfig(
+                num_teacher_steps=n, num_lambda=4, student_dropout=False, jackknife=jackknife))[0]
+                  for jackknife in (False, True)]
+        assert np.isfinite(np.asarray(losses)).all()
+        # a product student's N = 1 estimate has no N-sample bias: the field leaves it bit-equal
+        assert (np.asarray(losses[0]) == np.asarray(losses[1])).all() == (not mixture)

@@ -32,7 +32,9 @@ teacher params, chain samples, Pbar. Gradient reaches the student only through i
 Bias: for fixed lambdas, E_chains[loss] = CE(P, pbar_N) = KL(P || pbar_N) + H(P) and its gradient is unbiased for
 grad KL(P || pbar_N); pbar_N is an N-sample estimate of the lambda-mixture, and E_lam[-log pbar_N] >= -log E_lam
 p (Jensen), so for a mixture student the estimator is biased by that Jensen gap (-> 0 as N grows). Exactly
-unbiased for a product student.
+unbiased for a product student. `jackknife` takes the bias of the log pbar_N (- log kbar) term from O(1/N) to
+O(1/N^2) (`mixture_log_density_at`), as the Di4C recipes' field of the same name does; the control variate's
+cross-entropy term keeps the plain marginals kbar, whose bias is one dimension's, not the joint's.
 Cost per training example (network evaluations): student N (mixture) or 1, with gradient; teacher 1 + M (n - 1)
 for a product teacher (the first step at x_hi is shared by the M chains), M n for a mixture teacher.
 """
@@ -62,6 +64,8 @@ class CDMConfig:
     num_teacher_steps: n, teacher steps per matched interval.  num_samples: M, teacher chains per item.
     num_student_steps: k (few_step).  num_lambda: N (student lambdas; a product student uses N = 1).
     control_variate: see the module docstring.  student_dropout: pass `rngs` to the student.
+    jackknife: the jackknife estimate of the student's N-sample log density (module docstring); needs
+    num_lambda >= 2 and applies to mixture students only (a product student's estimate has no N-sample bias).
     A mixture teacher draws a fresh lam per row per step.
     """
 
@@ -73,6 +77,7 @@ class CDMConfig:
     control_variate: bool = True
     student_dropout: bool = True
     min_time: float = 1e-3
+    jackknife: bool = False
 
     def __post_init__(self):
         if self.mode not in CDM_MODES:
@@ -82,6 +87,9 @@ class CDMConfig:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if not 0.0 < self.min_time < 1.0:
             raise ValueError(f"min_time must lie in (0, 1), got {self.min_time}")
+        if self.jackknife and self.num_lambda < 2:
+            raise ValueError(f"the jackknife leaves one of N lambdas out, so it needs num_lambda >= 2, got "
+                             f"{self.num_lambda}")
 
 
 def teacher_chain(key: jax.Array, *, teacher: Denoiser, teacher_params: Any, process: Process, x_hi, t_hi, t_lo,
@@ -147,28 +155,31 @@ def student_kernel_logprobs(key: jax.Array, *, student: Denoiser, student_params
     return kernel.reshape(x_hi.shape[0], n, *kernel.shape[1:])
 
 
-def cdm_objective(*, student_kernel, x_lo, teacher_last_kernel, control_variate: bool = True):
+def cdm_objective(*, student_kernel, x_lo, teacher_last_kernel, control_variate: bool = True,
+                  jackknife: bool = False):
     """Per-item CDM estimator (module docstring).
 
     Args:
       student_kernel: [B, N, D, K] (gradient).  x_lo: int[B, M, D] teacher chain ends.
       teacher_last_kernel: [B, M, D, K] the teacher's last-step kernels (stop-gradient).
-      control_variate: see the module docstring.
+      control_variate: see the module docstring.  jackknife: the jackknife of the log pbar_N (- log kbar) term
+        (N >= 2).
 
     Returns:
       (per_item float32[B], nll float32[B]) where nll = -(1/M) sum_m log pbar_N(x_lo^(m)) is the plain MC
-      cross-entropy (equal to per_item in expectation over the chains).
+      cross-entropy (without the jackknife equal to per_item in expectation over the chains).
     """
     if student_kernel.ndim != 4 or teacher_last_kernel.shape[:3] != x_lo.shape:
         raise ValueError(f"need student_kernel [B, N, D, K], x_lo [B, M, D] and teacher_last_kernel [B, M, D, K]; "
                          f"got {student_kernel.shape}, {x_lo.shape}, {teacher_last_kernel.shape}")
     nll = -jnp.mean(mixture_log_likelihood(student_kernel, x_lo, control_variate=False), axis=1)
-    if not control_variate:
+    if not (control_variate or jackknife):
         return nll, nll
-    residual = -jnp.mean(mixture_log_likelihood(student_kernel, x_lo, control_variate=True), axis=1)
-    teacher_marginal = jnp.exp(sg(mixture_log_marginal(teacher_last_kernel)))
-    cross_entropy = -jnp.sum(teacher_marginal * mixture_log_marginal(student_kernel), axis=(-2, -1))
-    return residual + cross_entropy, nll
+    per_item = -jnp.mean(mixture_log_likelihood(student_kernel, x_lo, control_variate, jackknife), axis=1)
+    if control_variate:
+        teacher_marginal = jnp.exp(sg(mixture_log_marginal(teacher_last_kernel)))
+        per_item = per_item - jnp.sum(teacher_marginal * mixture_log_marginal(student_kernel), axis=(-2, -1))
+    return per_item, nll
 
 
 def cdm_conditional_loss(key: jax.Array, *, student: Denoiser, student_params: Any, teacher: Denoiser,
@@ -192,7 +203,8 @@ def cdm_conditional_loss(key: jax.Array, *, student: Denoiser, student_params: A
                                      x_hi=x_hi, t_hi=t_hi, t_lo=t_lo, num_lambda=config.num_lambda, cond=cond,
                                      rngs=rngs)
     per_item, nll = cdm_objective(student_kernel=kernel, x_lo=x_lo, teacher_last_kernel=last,
-                                  control_variate=config.control_variate)
+                                  control_variate=config.control_variate,
+                                  jackknife=config.jackknife and student.mixture)
     return per_item, dict(nll=nll)
 
 
