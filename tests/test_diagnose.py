@@ -110,3 +110,28 @@ def test_exact_posterior_loglik_is_bayes_rule(process):
     want = [np.log(probs[np.all(states == a, 1)][0] * lik(a, b) / sum(p * lik(s, b) for s, p in zip(states, probs)))
             for a, b in zip(x0, x_t)]
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+
+
+def test_student_evaluated_in_blocks_gives_the_same_diagnostics():
+    """max_rows splits the B x N components into blocks of sequences with the same lambdas: same values, and no
+    block holds more than max_rows rows."""
+    sharp = np.full((2, D, V + 1), -4.0)
+    sharp[0, :, 0] = sharp[1, :, 1] = 4.0
+    teacher, teacher_params = table_denoiser(sharp[0])
+    student, student_params = two_sequence_denoiser(sharp)
+    seen = []
+
+    def counting_apply(params, x_t, t, lam, cond, *, rngs=None):
+        seen.append(x_t.shape[0])
+        return student.apply(params, x_t, t, lam, cond)
+
+    counting = student.with_apply(counting_apply)
+    x0 = jnp.asarray(np.random.default_rng(2).integers(0, 2, size=(B, D)), jnp.int32)
+    kwargs = dict(process=PROCESS, teacher=teacher, teacher_params=teacher_params, student_params=student_params,
+                  x0=x0, t=0.7, num_lambda=6)
+    whole = diagnose_point(jax.random.key(3), student=student, **kwargs)
+    blocks = diagnose_point(jax.random.key(3), student=counting, max_rows=13, **kwargs)
+    assert seen == [12, 12, 6]  # 2 sequences x 6 lambdas per block, the last one left over
+    for name in DIAGNOSTICS:
+        np.testing.assert_allclose(blocks[name], whole[name], rtol=1e-6, atol=1e-6)
+    assert abs(whole["correlation"]) > 0.1  # lambda matters, so equal values need the same lambdas per sequence

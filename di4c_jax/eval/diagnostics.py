@@ -17,7 +17,7 @@ from typing import Any, Callable
 import jax
 import jax.numpy as jnp
 
-from di4c_jax.denoiser import Denoiser
+from di4c_jax.denoiser import Denoiser, draw_lam_grid
 from di4c_jax.losses.mixture import kl_sum, mixture_log_likelihood, mixture_log_marginal
 from di4c_jax.losses.times import token_nll
 from di4c_jax.processes.base import safe_log
@@ -28,12 +28,15 @@ DIAGNOSTICS = ("teacher_loglik", "student_loglik", "correlation", "marginal_kl")
 
 def diagnose_point(key: jax.Array, *, process: Process, teacher: Denoiser, teacher_params: Any, student: Denoiser,
                    student_params: Any, x0: jax.Array, t: float, num_lambda: int, cond=None,
-                   exact_posterior: Callable[[jax.Array, jax.Array, float], jax.Array] | None = None) -> dict:
+                   exact_posterior: Callable[[jax.Array, jax.Array, float], jax.Array] | None = None,
+                   max_rows: int = 16384) -> dict:
     """Batch means of DIAGNOSTICS at one noise level.
 
     Args: key; process; teacher / student Denoisers and params; x0 int[B, D]; t the noise level; num_lambda N;
       cond None or int[B]; exact_posterior None or (x0, x_t, t) -> float[B], log q(x0 | x_t) under the true law
-      (`exact_posterior_loglik`, `eval.hmm.hmm_masked_posterior_loglik`).
+      (`exact_posterior_loglik`, `eval.hmm.hmm_masked_posterior_loglik`); max_rows: the most rows (sequences x N)
+      one student call takes (the B x N components are evaluated in blocks of sequences, same lambdas, so memory
+      stays bounded at any N).
     Returns: {name: float} for every name in DIAGNOSTICS, and exact_loglik when `exact_posterior` is given.
     """
     batch = x0.shape[0]
@@ -41,7 +44,12 @@ def diagnose_point(key: jax.Array, *, process: Process, teacher: Denoiser, teach
     tt = jnp.full((batch,), t, jnp.float32)
     x_t = process.sample_xt(k_xt, x0, tt)
     teacher_logp = teacher.logprobs(process, teacher_params, x_t, tt, None, cond)  # [B, D, K]
-    logp = student.component_logprobs(k_lam, process, student_params, x_t, tt, num=num_lambda, cond=cond)
+    lam = draw_lam_grid(k_lam, batch, num_lambda)
+    block = max(1, max_rows // num_lambda)
+    logp = jnp.concatenate([
+        student.component_logprobs_at(process, student_params, x_t[i:i + block], tt[i:i + block],
+                                      lam[i:i + block], None if cond is None else cond[i:i + block])
+        for i in range(0, batch, block)])
     points = x0[:, None, :]
     values = {
         "teacher_loglik": -jnp.sum(token_nll(teacher_logp, x0), axis=1),
