@@ -288,7 +288,6 @@ def test_bad_inputs_raise():
         cdm_loss(jax.random.key(0), **nets, x0=np.full((2, D), 7), config=CDMConfig())
 
 
-
 @pytest.mark.parametrize("control_variate", [True, False])
 def test_jackknife_is_the_leave_one_out_combination_of_the_n_sample_term(control_variate):
     """cdm_objective(jackknife=True) = N r_N - (N - 1) mean_i r_(-i) + CE: r the N-sample term (component i
