@@ -87,13 +87,16 @@ def test_benchmark_config_runs_end_to_end(make, metric, models, tmp_path):
         assert 0 < ref["window3_tv_of_true_samples"] < min(r["window_tv"] for r in results["rows"]) <= 1
 
 
-@pytest.mark.parametrize("benchmark", ["", ",quickstart", ",text_hmm", ",digits_pixels", ",digits_maskgit"])
+@pytest.mark.parametrize("benchmark, module, size", [("", compare.quickstart, None),
+                                                     (",quickstart", compare.quickstart, None),
+                                                     (",text_hmm", text_hmm, None),
+                                                     (",digits_pixels", digits_pixels, "cpu"),
+                                                     (",digits_maskgit", digits_maskgit, "cpu")])
 @pytest.mark.parametrize("objective", sorted(compare.OBJECTIVES))
-def test_compare_objectives_build(objective, benchmark):
+def test_compare_objectives_build(objective, benchmark, module, size):
     c = compare.get_config(objective + benchmark)
     assert c.distill.objective in ("di4c", "sdtt", "cdm") and c.sample.teacher_steps == ()
-    base = {",text_hmm": text_hmm.get_config, ",digits_pixels": lambda: digits_pixels.get_config("cpu"),
-            ",digits_maskgit": lambda: digits_maskgit.get_config("cpu")}.get(benchmark, compare.quickstart.get_config)()
+    base = module.get_config(size) if size else module.get_config()
     assert c.data == base.data and c.distill.steps == base.distill.steps and c.process == base.process
     # Only the quickstart comparison moves the lr (to its first distillation lr, at which section 2 ran).
     assert c.distill.optim.learning_rate == (3e-4 if benchmark in ("", ",quickstart") else
