@@ -13,6 +13,7 @@ from di4c_jax.losses.cdm import (CDMConfig, cdm_conditional_loss, cdm_loss, cdm_
                                  student_kernel_logprobs, teacher_chain)
 from di4c_jax.losses.mixture import mixture_log_likelihood
 from di4c_jax.processes import DiscreteGaussian, Masked, Uniform
+from di4c_jax.sampling import make_analytic_sampler
 from loss_contract import assert_jits_once_deterministic_and_teacher_frozen, mlp_denoiser
 
 MASKED = Masked(vocab_size=3)  # K = 4, mask id 3
@@ -329,3 +330,19 @@ def test_jackknife_needs_two_lambdas_and_leaves_a_product_student_alone():
         assert np.isfinite(np.asarray(losses)).all()
         # a product student's N = 1 estimate has no N-sample bias: the field leaves it bit-equal
         assert (np.asarray(losses[0]) == np.asarray(losses[1])).all() == (not mixture)
+
+
+def test_ancestral_sampler_draws_the_chain_cdm_one_step_matches_from_all_mask():
+    """The analytic sampler on the default grid with final='sample' is the n-step chain from x_1 (all mask) to 0,
+    the law CDM one-step matches at t = 1 (what `digits_maskgit.py:<size>,ancestral` samples)."""
+    n, m = 3, 40000
+    params = init_mlp(jax.random.key(0), MASKED.num_states)
+    sampler = make_analytic_sampler(process=MASKED, denoiser=product_net(MASKED.num_states), shape=(m, D),
+                                    num_steps=n, final="sample")
+    samples = np.asarray(sampler(jax.random.key(2), params=params))
+    law = exact_chain_law(MASKED, params, [MASKED.mask_id] * D, 1.0, 0.0, n)
+    emp = empirical_law(samples, MASKED.num_states)
+    assert np.all(emp[law == 0] == 0), "the sampler reached a state of probability 0 (e.g. a mask left)"
+    support = law > 0
+    chi2 = stats.chisquare(m * emp[support], m * law[support] / law[support].sum())
+    assert chi2.pvalue > 1e-3, (chi2, 0.5 * np.abs(emp - law).sum())

@@ -7,6 +7,7 @@ import pytest
 from experiments import report
 from experiments.configs import compare, digits_maskgit, digits_pixels, text_hmm, text_pystdlib
 from experiments.run import run
+from experiments.spec import resolve
 
 pytestmark = pytest.mark.slow
 
@@ -120,3 +121,16 @@ def test_cpu_size_shrinks_the_model_and_rejects_unknown_sizes(module):
     with pytest.raises(ValueError, match="unknown size"):
         module.get_config("gpu")
 
+
+
+@pytest.mark.parametrize("size", ["default", "cpu"])
+def test_maskgit_ancestral_variant_changes_only_the_sampler(size):
+    maskgit, ancestral = digits_maskgit.get_config(size), digits_maskgit.get_config(size + ",ancestral")
+    sample = resolve(ancestral).sample
+    assert sample.sampler == "analytic" and sample.options == {"final": "sample"}
+    assert resolve(maskgit).sample.sampler == "maskgit"
+    for section in ("data", "process", "model", "teacher", "distill", "evaluate"):
+        assert ancestral[section] == maskgit[section]
+    assert ancestral.sample.teacher_steps == maskgit.sample.teacher_steps
+    with pytest.raises(ValueError, match="unknown sampler 'confidence'"):
+        digits_maskgit.get_config(size + ",confidence")

@@ -8,11 +8,24 @@ guidance; FID/KID, confidence and class-consistency accuracy at 2, 4, 8 steps.
     python -m experiments.run --config experiments/configs/digits_maskgit.py:cpu --workdir runs/digits_maskgit_cpu
 
 `:cpu` is the size that fits 2 CPU cores in about half an hour (a 2-layer width-64 DiT, 1000 distillation steps).
+`:<size>,ancestral` samples with the ancestral chain instead (the analytic sampler, x0 drawn at the last step, no
+guidance): the law of x0 that CDM one-step matches the student to, e.g. a teacher's sample and evaluate stages:
+
+    python -m experiments.run --config experiments/configs/digits_maskgit.py:cpu,ancestral --workdir runs/mg_chain \
+        --config.teacher_workdir=runs/digits_maskgit_cpu '--config.sample.student_steps=()' --stage=sample
 """
 from experiments.configs.base import base_config
 
 
-def get_config(size: str = "default"):
+SAMPLERS = ("maskgit", "ancestral")
+
+
+def get_config(arg: str = "default"):
+    """arg = '<size>' or '<size>,<sampler>' (sampler 'maskgit', the default, or 'ancestral')."""
+    size, _, sampler = arg.partition(",")
+    sampler = sampler or "maskgit"
+    if sampler not in SAMPLERS:
+        raise ValueError(f"unknown sampler {sampler!r}; choose one of {SAMPLERS}")
     c = base_config("digits tokens, class-conditional MaskGIT", size)
     c.data = dict(kind="digits")
     c.process = dict(kind="masked", schedule="arccos", subs=True)
@@ -30,4 +43,7 @@ def get_config(size: str = "default"):
     if size == "cpu":
         c.model.overrides.update(hidden=64, depth=2)
         c.distill.steps = 1000
+    if sampler == "ancestral":
+        c.sample.sampler = "analytic"
+        c.sample.options = dict(final="sample")
     return c
