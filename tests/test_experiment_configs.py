@@ -92,7 +92,8 @@ def test_benchmark_config_runs_end_to_end(make, metric, models, tmp_path):
                                                      (",quickstart", compare.quickstart, None),
                                                      (",text_hmm", text_hmm, None),
                                                      (",digits_pixels", digits_pixels, "cpu"),
-                                                     (",digits_maskgit", digits_maskgit, "cpu")])
+                                                     (",digits_maskgit", digits_maskgit, "cpu"),
+                                                     (",text_pystdlib", text_pystdlib, "cpu")])
 @pytest.mark.parametrize("objective", sorted(compare.OBJECTIVES))
 def test_compare_objectives_build(objective, benchmark, module, size):
     c = compare.get_config(objective + benchmark)

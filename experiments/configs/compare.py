@@ -17,17 +17,19 @@ Text benchmark (the HMM language; its own run already holds Di4C and di4c^2):
     python -m experiments.report --compare runs/text_hmm runs/compare_text_hmm_* --out docs/results \
         --name compare_text_hmm
 
-Digits (cpu size): ':<objective>,digits_pixels' or ':<objective>,digits_maskgit' with --config.teacher_workdir of a
-digits_pixels.py:cpu or digits_maskgit.py:cpu run.
+Digits and the Python stdlib characters (cpu size): ':<objective>,digits_pixels', ':<objective>,digits_maskgit' or
+':<objective>,text_pystdlib' with --config.teacher_workdir of a digits_pixels.py:cpu, digits_maskgit.py:cpu or
+text_pystdlib.py:cpu run (the stdlib config's two Di4C rounds become the objective's own rounds).
 
 Every student starts from the teacher and trains for the benchmark's distillation budget (config.distill.steps
 per round, batch config.distill.batch_size); only the objective (and its number of rounds) differs.
 """
-from experiments.configs import digits_maskgit, digits_pixels, quickstart, text_hmm
+from experiments.configs import digits_maskgit, digits_pixels, quickstart, text_hmm, text_pystdlib
 
 BENCHMARKS = {"quickstart": quickstart.get_config, "text_hmm": text_hmm.get_config,
               "digits_pixels": lambda: digits_pixels.get_config("cpu"),
-              "digits_maskgit": lambda: digits_maskgit.get_config("cpu")}
+              "digits_maskgit": lambda: digits_maskgit.get_config("cpu"),
+              "text_pystdlib": lambda: text_pystdlib.get_config("cpu")}
 
 OBJECTIVES = {
     # SDTT, 6 rounds: round r's student matches two teacher steps of size dt_r = 2^(r-1) / 64 (kl-bwd, per masked
