@@ -123,7 +123,6 @@ def test_cpu_size_shrinks_the_model_and_rejects_unknown_sizes(module):
         module.get_config("gpu")
 
 
-
 @pytest.mark.parametrize("size", ["default", "cpu"])
 def test_maskgit_ancestral_variant_changes_only_the_sampler(size):
     maskgit, ancestral = digits_maskgit.get_config(size), digits_maskgit.get_config(size + ",ancestral")
