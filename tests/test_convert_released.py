@@ -35,7 +35,8 @@ def test_sdtt_folder_to_distilled_student_on_bpe_text(tmp_path, capsys):
     for i, text in enumerate(stdlib_texts()):
         (docs / f"{i}.txt").write_text(text)
     workdir = tmp_path / "run"
-    status = runner.main(["di4c-run", f"--data={docs}", f"--tokenizer=bpe:{tokenizer}", f"--workdir={workdir}",
+    status = runner.main(["di4c-run", "--config=experiments/configs/quickstart.py:di4c", f"--data={docs}",
+                          f"--tokenizer=bpe:{tokenizer}", f"--workdir={workdir}",
                           *TINY, f"--config.data.seq_len={SEQ_LEN}",
                           f"--config.teacher_workdir={tmp_path / 'teacher_workdir'}"])
     out = capsys.readouterr().out

@@ -37,20 +37,24 @@ def digits_pixels_tiny():
     return c
 
 
-def digits_pixels_cpu_tiny():
-    c = tiny_dit(shrink(digits_pixels.get_config("cpu")))
+def digits_pixels_cpu_di4c_tiny():
+    c = tiny_dit(shrink(digits_pixels.get_config("cpu,di4c")))
     c.evaluate.update(classifier_steps=20, kid_subset_size=20)
     return c
 
 
-def digits_maskgit_tiny():
-    c = tiny_dit(shrink(digits_maskgit.get_config()))
+def digits_maskgit_tiny(arg="default"):
+    c = tiny_dit(shrink(digits_maskgit.get_config(arg)))
     c.evaluate.update(classifier_steps=20, kid_subset_size=20)
     return c
 
 
-def text_hmm_tiny():
-    c = tiny_dit(shrink(text_hmm.get_config()))
+def digits_maskgit_di4c_tiny():
+    return digits_maskgit_tiny("di4c")
+
+
+def text_hmm_di4c_tiny():
+    c = tiny_dit(shrink(text_hmm.get_config("di4c")))
     c.data.update(num_train=200, num_eval=40)
     c.distill.rounds = 2  # the config's one round plus di4c^2, so the round pipeline runs on a DiT too
     return c
@@ -65,11 +69,13 @@ def text_pystdlib_tiny():
 
 @pytest.mark.parametrize("make, metric, models", [
     (digits_pixels_tiny, "fid", {"teacher", "student", "hybrid"}),
-    (digits_pixels_cpu_tiny, "fid", {"teacher", "student", "hybrid"}),
+    (digits_pixels_cpu_di4c_tiny, "fid", {"teacher", "student", "hybrid"}),
     (digits_maskgit_tiny, "class_accuracy", {"teacher", "student"}),
-    (text_hmm_tiny, "nll_per_token", {"teacher", "student", "student2", "hybrid"}),
-    (text_pystdlib_tiny, "gen_ppl", {"teacher", "student", "student2", "hybrid"}),
-], ids=["digits_pixels", "digits_pixels_cpu", "digits_maskgit", "text_hmm", "text_pystdlib"])
+    (digits_maskgit_di4c_tiny, "class_accuracy", {"teacher", "student"}),
+    (text_hmm_di4c_tiny, "nll_per_token", {"teacher", "student", "student2", "hybrid"}),
+    (text_pystdlib_tiny, "gen_ppl", {"teacher", "student", "hybrid"}),  # CDM one-step: one round
+], ids=["digits_pixels", "digits_pixels_cpu_di4c", "digits_maskgit", "digits_maskgit_di4c", "text_hmm_di4c",
+        "text_pystdlib"])
 def test_benchmark_config_runs_end_to_end(make, metric, models, tmp_path):
     results = run(make(), tmp_path)
     assert {r["model"] for r in results["rows"]} == models
@@ -98,7 +104,7 @@ def test_benchmark_config_runs_end_to_end(make, metric, models, tmp_path):
 def test_compare_objectives_build(objective, benchmark, module, size):
     c = compare.get_config(objective + benchmark)
     assert c.distill.objective in ("di4c", "sdtt", "cdm") and c.sample.teacher_steps == ()
-    base = module.get_config(size) if size else module.get_config()
+    base = module.get_config(f"{size},di4c" if size else "di4c")
     assert c.data == base.data and c.distill.steps == base.distill.steps and c.process == base.process
     # Only the quickstart comparison moves the lr (to its first distillation lr, at which section 2 ran).
     assert c.distill.optim.learning_rate == (3e-4 if benchmark in ("", ",quickstart") else
@@ -132,5 +138,5 @@ def test_maskgit_ancestral_variant_changes_only_the_sampler(size):
     for section in ("data", "process", "model", "teacher", "distill", "evaluate"):
         assert ancestral[section] == maskgit[section]
     assert ancestral.sample.teacher_steps == maskgit.sample.teacher_steps
-    with pytest.raises(ValueError, match="unknown sampler 'confidence'"):
+    with pytest.raises(ValueError, match="unknown size or sampler or objective 'confidence'"):
         digits_maskgit.get_config(size + ",confidence")

@@ -272,7 +272,7 @@ def test_runner_command_line_sets_recipe_fields_the_config_does_not_write(monkey
     from experiments.spec import resolve
 
     def parse(*overrides):
-        argv = ["run", "--config=experiments/configs/quickstart.py", "--workdir=/tmp/unused", *overrides]
+        argv = ["run", "--config=experiments/configs/quickstart.py:di4c", "--workdir=/tmp/unused", *overrides]
         monkeypatch.setattr(sys, "argv", argv)  # config_flags finds the override flags in sys.argv
         flag_values = flags.FlagValues()
         define_flags(flag_values)

@@ -3,14 +3,17 @@
 Exact benchmark (the quickstart's Ising chain):
 
     python -m experiments.run --config experiments/configs/quickstart.py --workdir runs/quickstart
+    python -m experiments.run --config experiments/configs/quickstart.py:di4c --workdir runs/quickstart_di4c \
+        --config.teacher_workdir=runs/quickstart
     python -m experiments.run --config experiments/configs/compare.py:sdtt --workdir runs/compare_sdtt \
         --config.teacher_workdir=runs/quickstart
     (likewise :cdm_one_step, :cdm_few_step, :di4c2)
-    python -m experiments.report --compare runs/quickstart runs/compare_* --out docs/results
+    python -m experiments.report --compare runs/quickstart_di4c runs/compare_* --out docs/results
 
-Text benchmark (the HMM language; its own run already holds Di4C and di4c^2):
+Text benchmark (the HMM language; its Di4C run holds Di4C and di4c^2 students):
 
-    python -m experiments.run --config experiments/configs/text_hmm.py --workdir runs/text_hmm
+    python -m experiments.run --config experiments/configs/text_hmm.py:di4c --workdir runs/text_hmm \
+        --config.distill.rounds=2
     python -m experiments.run --config experiments/configs/compare.py:sdtt,text_hmm \
         --workdir runs/compare_text_hmm_sdtt --config.teacher_workdir=runs/text_hmm
     (likewise :cdm_one_step,text_hmm and :cdm_few_step,text_hmm)
@@ -22,14 +25,17 @@ Digits and the Python stdlib characters (cpu size): ':<objective>,digits_pixels'
 text_pystdlib.py:cpu run (the stdlib config's two Di4C rounds become the objective's own rounds).
 
 Every student starts from the teacher and trains for the benchmark's distillation budget (config.distill.steps
-per round, batch config.distill.batch_size); only the objective (and its number of rounds) differs.
+per round, batch config.distill.batch_size); only the objective (and its number of rounds) differs. Each objective
+replaces the benchmark's Di4C settings (its ':di4c' variant); ':cdm_one_step,<benchmark>' is the benchmark config's
+own default student (the quickstart's at lr 3e-4, see get_config).
 """
 from experiments.configs import digits_maskgit, digits_pixels, quickstart, text_hmm, text_pystdlib
+from experiments.configs.base import CDM_ONE_STEP
 
-BENCHMARKS = {"quickstart": quickstart.get_config, "text_hmm": text_hmm.get_config,
-              "digits_pixels": lambda: digits_pixels.get_config("cpu"),
-              "digits_maskgit": lambda: digits_maskgit.get_config("cpu"),
-              "text_pystdlib": lambda: text_pystdlib.get_config("cpu")}
+BENCHMARKS = {"quickstart": lambda: quickstart.get_config("di4c"), "text_hmm": lambda: text_hmm.get_config("di4c"),
+              "digits_pixels": lambda: digits_pixels.get_config("cpu,di4c"),
+              "digits_maskgit": lambda: digits_maskgit.get_config("cpu,di4c"),
+              "text_pystdlib": lambda: text_pystdlib.get_config("cpu,di4c")}
 
 OBJECTIVES = {
     # SDTT, 6 rounds: round r's student matches two teacher steps of size dt_r = 2^(r-1) / 64 (kl-bwd, per masked
@@ -37,8 +43,7 @@ OBJECTIVES = {
     # step. (The reference starts at dt = 1/1024 with 7 rounds, ending at a 16-step student.)
     "sdtt": dict(objective="sdtt", rounds=6, loss=dict(dt=1 / 64, mode="kl-bwd", student_dropout=False)),
     # CDM one-step: the student's p(x0 | x_t) matches the teacher's 16-step chain from x_t (4 chains per item).
-    "cdm_one_step": dict(objective="cdm", rounds=1, loss=dict(mode="one_step", num_teacher_steps=16, num_samples=4,
-                                                              student_dropout=False)),
+    "cdm_one_step": dict(objective="cdm", rounds=1, loss=dict(CDM_ONE_STEP)),
     # CDM few-step: each coarse interval of a 4-step grid matches 8 teacher steps.
     "cdm_few_step": dict(objective="cdm", rounds=1, loss=dict(mode="few_step", num_student_steps=4,
                                                               num_teacher_steps=8, num_samples=4,

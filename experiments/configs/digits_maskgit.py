@@ -1,8 +1,9 @@
 """Benchmark 3 (Section 5.2 analogue): class-conditional masked tokens with classifier-free guidance.
 
 Digits as 64 tokens over 17 levels, the arccos masked process (MaskGIT), a class-conditional DiT teacher trained
-with the MDLM ELBO and 10% label dropout, the MaskGIT Di4C recipe, the MaskGIT confidence sampler with ramped
-guidance; FID/KID, confidence and class-consistency accuracy at 2, 4, 8 steps.
+with the MDLM ELBO and 10% label dropout, a mixture student distilled with CDM one-step (`:<size>,di4c`: the
+MaskGIT Di4C recipe), the MaskGIT confidence sampler with ramped guidance; FID/KID, confidence and
+class-consistency accuracy at 2, 4, 8 steps.
 
     python -m experiments.run --config experiments/configs/digits_maskgit.py --workdir runs/digits_maskgit
     python -m experiments.run --config experiments/configs/digits_maskgit.py:cpu --workdir runs/digits_maskgit_cpu
@@ -15,18 +16,17 @@ guidance): the law of x0 that CDM one-step matches the student to, e.g. a teache
     python -m experiments.run --config experiments/configs/digits_maskgit.py:cpu,ancestral --workdir runs/mg_chain \
         --config.teacher_workdir=runs/digits_maskgit_cpu '--config.sample.student_steps=()' --stage=sample
 """
-from experiments.configs.base import base_config
+from experiments.configs.base import OBJECTIVES, SIZES, base_config, parse_arg, use_objective
 
 
 SAMPLERS = ("maskgit", "ancestral")
 
 
 def get_config(arg: str = "default"):
-    """arg = '<size>' or '<size>,<sampler>' (sampler 'maskgit', the default, or 'ancestral')."""
-    size, _, sampler = arg.partition(",")
-    sampler = sampler or "maskgit"
-    if sampler not in SAMPLERS:
-        raise ValueError(f"unknown sampler {sampler!r}; choose one of {SAMPLERS}")
+    """arg = '<size>' (default or cpu), optionally with ',ancestral' (the sampler; 'maskgit' without) and ',di4c'
+    (the student objective; CDM one-step without)."""
+    chosen = parse_arg(arg, size=SIZES, sampler=SAMPLERS, objective=OBJECTIVES)
+    size, sampler = chosen["size"], chosen["sampler"]
     c = base_config("digits tokens, class-conditional MaskGIT", size)
     c.data = dict(kind="digits")
     c.process = dict(kind="masked", schedule="arccos", subs=True)
@@ -49,4 +49,4 @@ def get_config(arg: str = "default"):
     if sampler == "ancestral":
         c.sample.sampler = "analytic"
         c.sample.options = dict(final="sample")
-    return c
+    return use_objective(c, chosen["objective"])

@@ -1,7 +1,8 @@
 """Benchmark 2 (Section 5.1 analogue): discretised-Gaussian pixel diffusion on scikit-learn digits.
 
 8x8 images with 17 levels, the tauLDR process with S = 17, a small tauLDR-style U-Net teacher trained with the
-CTMC ELBO (+0.001 CE), the tauLDR Di4C recipe, teacher vs student vs hybrid; FID/KID in the feature space of a
+CTMC ELBO (+0.001 CE), a mixture student distilled with CDM one-step (`:<size>,di4c`: the tauLDR Di4C recipe),
+teacher vs student vs hybrid; FID/KID in the feature space of a
 digit classifier trained here (its test accuracy is reported), classifier confidence.
 
     python -m experiments.run --config experiments/configs/digits_pixels.py --workdir runs/digits_pixels
@@ -9,12 +10,16 @@ digit classifier trained here (its test accuracy is reported), classifier confid
 
 `:cpu` is the size that fits 2 CPU cores in about 45 minutes: the U-Net is replaced by a 2-layer width-64 DiT
 over the 64 pixels (the same categorical x0 head over 17 levels; the U-Net step costs ~1-2 s on 2 cores), with
-12000 teacher and 1000 distillation steps.
+12000 teacher and 1000 distillation steps (CDM one-step on it: about 1.5x fewer steps at 2-4 steps, where the
+Di4C student gains nothing; README section 5).
 """
-from experiments.configs.base import base_config
+from experiments.configs.base import OBJECTIVES, SIZES, base_config, parse_arg, use_objective
 
 
-def get_config(size: str = "default"):
+def get_config(arg: str = "default"):
+    """arg = '<size>' (default or cpu), optionally with ',di4c' (the student objective; CDM one-step without)."""
+    chosen = parse_arg(arg, size=SIZES, objective=OBJECTIVES)
+    size = chosen["size"]
     c = base_config("digits pixels (tauLDR process, S=17)", size)
     c.data = dict(kind="digits")
     # Rate width 2 for 17 levels (the CIFAR-10 value 6 is for 256 levels); q_sigma large = near-uniform prior.
@@ -50,4 +55,4 @@ def get_config(size: str = "default"):
         # lr 1e-4: at 2e-4 the student's correlation term jumped (-2 -> -31 nats) and its marginals drifted between
         # steps 600 and 800, and its samples fell behind the teacher's; at 1e-4 neither happens (README section 5).
         c.distill.optim.learning_rate = 1e-4
-    return c
+    return use_objective(c, chosen["objective"])

@@ -1,17 +1,24 @@
 """Benchmark 1: the exact small-space benchmark (Theorem 1 made visible).
 
 A correlated law with exact probabilities (config.data.law: 'ising' | 'mixture' | 'parity'), a masked or uniform
-process (config.process.kind), teacher at 1..64 steps, Di4C student at 1, 2, 4, 8 steps; TV and KL of the sampled
-law from 1e6 samples per row, with the Monte-Carlo noise floor.
+process (config.process.kind), teacher at 1..64 steps, the quickstart's student (CDM one-step; ':di4c' for Di4C)
+at 1, 2, 4, 8 steps; TV and KL of the sampled law from 1e6 samples per row, with the Monte-Carlo noise floor.
 
     python -m experiments.run --config experiments/configs/exact.py --workdir runs/exact_masked
     python -m experiments.run --config experiments/configs/exact.py:uniform --workdir runs/exact_uniform
+    python -m experiments.run --config experiments/configs/exact.py:uniform,di4c --workdir runs/exact_uniform_di4c
 """
 from experiments.configs import quickstart
+from experiments.configs.base import OBJECTIVES, parse_arg
+
+PROCESSES = ("masked", "uniform")
 
 
-def get_config(process: str = "masked"):
-    c = quickstart.get_config()
+def get_config(arg: str = ""):
+    """arg = '<process>' (masked, the default, or uniform), optionally with ',di4c' (the student objective)."""
+    chosen = parse_arg(arg, process=PROCESSES, objective=OBJECTIVES)
+    process = chosen["process"]
+    c = quickstart.get_config(chosen["objective"])
     c.name = f"exact benchmark (Ising chain D=6 K=3, {process})"
     c.process = dict(kind=process, schedule="loglinear" if process == "masked" else "linear")
     c.teacher.steps = 6000

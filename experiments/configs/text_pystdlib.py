@@ -1,17 +1,22 @@
 """Benchmark 4b (Section 5.3 analogue, real text): character-level masked diffusion on the Python standard
 library's own source files (offline on every machine). Generative perplexity under an autoregressive evaluator LM
-trained here on the same corpus, unigram entropy and self-BLEU; teacher, Di4C and di4c^2 students.
+trained here on the same corpus, unigram entropy and self-BLEU; teacher and a CDM one-step student (`:<size>,di4c`:
+two Di4C rounds, Di4C and di4c^2 students).
 
     python -m experiments.run --config experiments/configs/text_pystdlib.py --workdir runs/text_pystdlib
     python -m experiments.run --config experiments/configs/text_pystdlib.py:cpu --workdir runs/text_pystdlib_cpu
 
-`:cpu` is the size that fits 2 CPU cores in about 40 minutes: a 2-layer width-64 DiT, 16000 teacher steps, two
-Di4C rounds of 600 steps with the wide-step tauLDR recipe, a smaller evaluator LM and 500 samples per cell.
+`:cpu` is the size that fits 2 CPU cores in about 40 minutes: a 2-layer width-64 DiT, 16000 teacher steps, 600
+distillation steps per round (Di4C: the wide-step tauLDR recipe), a smaller evaluator LM and 500 samples per cell.
+Neither objective gains on this teacher (README section 3b).
 """
-from experiments.configs.base import base_config
+from experiments.configs.base import OBJECTIVES, SIZES, base_config, parse_arg, use_objective
 
 
-def get_config(size: str = "default"):
+def get_config(arg: str = "default"):
+    """arg = '<size>' (default or cpu), optionally with ',di4c' (the student objective; CDM one-step without)."""
+    chosen = parse_arg(arg, size=SIZES, objective=OBJECTIVES)
+    size = chosen["size"]
     c = base_config("Python stdlib characters (masked, L=64)", size)
     c.data = dict(kind="pystdlib_text", seq_len=64, tokenizer="char", max_files=400)
     c.process = dict(kind="masked", schedule="loglinear")
@@ -39,4 +44,4 @@ def get_config(size: str = "default"):
         c.sample.update(teacher_steps=(2, 4, 8, 16, 32), student_steps=(2, 4, 8), hybrid=((4, 1),),
                         num_samples=500, batch_size=250)
         c.evaluate.update(lm_steps=1500, lm_width=96)
-    return c
+    return use_objective(c, chosen["objective"])
