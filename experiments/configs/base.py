@@ -41,7 +41,7 @@ def parse_arg(arg: str, **choices: tuple[str, ...]) -> dict[str, str]:
         if group in chosen:
             raise ValueError(f"config argument {arg!r} names two of {group}: {chosen[group]!r} and {name!r}")
         chosen[group] = name
-    return {g: chosen.get(g, names[0]) for g, names in choices.items()}
+    return {**{g: names[0] for g, names in choices.items()}, **chosen}
 
 
 def use_objective(c: ml_collections.ConfigDict, objective: str) -> ml_collections.ConfigDict:
