@@ -69,7 +69,7 @@ def test_benchmark_configs_distil_with_cdm_one_step_unless_di4c_is_asked_for(mod
     for section in ("data", "process", "model", "teacher", "sample", "evaluate"):
         assert cdm[section] == di4c[section]
     recipe = resolve(cdm).distill.config(1)
-    assert (recipe.mode, recipe.num_teacher_steps, recipe.num_samples) == ("one_step", 16, 4)
+    assert (recipe.mode, recipe.num_teacher_steps, recipe.num_samples) == ("one_step", 32, 4)
 
 
 @pytest.mark.parametrize("benchmark, module_name, arg", [("quickstart", "quickstart", ""), ("text_hmm", "text_hmm", ""),

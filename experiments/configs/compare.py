@@ -42,7 +42,7 @@ OBJECTIVES = {
     # token), the previous round's student being the teacher; the last round's student steps from t = 1 to 0 in one
     # step. (The reference starts at dt = 1/1024 with 7 rounds, ending at a 16-step student.)
     "sdtt": dict(objective="sdtt", rounds=6, loss=dict(dt=1 / 64, mode="kl-bwd", student_dropout=False)),
-    # CDM one-step: the student's p(x0 | x_t) matches the teacher's 16-step chain from x_t (4 chains per item).
+    # CDM one-step: the student's p(x0 | x_t) matches the teacher's 32-step chain from x_t (4 chains per item).
     "cdm_one_step": dict(objective="cdm", rounds=1, loss=dict(CDM_ONE_STEP)),
     # CDM few-step: each coarse interval of a 4-step grid matches 8 teacher steps.
     "cdm_few_step": dict(objective="cdm", rounds=1, loss=dict(mode="few_step", num_student_steps=4,
