@@ -11,7 +11,7 @@ OBJECTIVES = ("cdm_one_step", "di4c")
 # CDM one-step (Gao & Sun 2025): the mixture student's p(x0 | x_t) matches the teacher's 32-step chain from x_t,
 # 4 chains per item; the student keeps the config's lambda count. 32 steps, not the library's 16: a more exact
 # target, better on every benchmark measured (HMM 4-step window TV 0.158 / 0.156 -> 0.144 / 0.150, digits MaskGIT
-# 2-step FID 139.9 -> 122.6; 64 steps no better on the HMM) for 1.2-1.35x the distillation time (README section 1b).
+# 2-step FID 139.9 -> 122.6; 64 steps no better on the HMM) for 1.2-1.45x the run's time (README section 1b).
 CDM_ONE_STEP = dict(mode="one_step", num_teacher_steps=32, num_samples=4, student_dropout=False)
 
 
