@@ -2,8 +2,8 @@
 
 8x8 images with 17 levels, the tauLDR process with S = 17, a small tauLDR-style U-Net teacher trained with the
 CTMC ELBO (+0.001 CE), a mixture student distilled with CDM one-step (`:<size>,di4c`: the tauLDR Di4C recipe),
-teacher vs student vs hybrid; FID/KID in the feature space of a
-digit classifier trained here (its test accuracy is reported), classifier confidence.
+teacher vs student vs hybrid; FID/KID in the feature space of a digit classifier trained here (its test accuracy is
+reported), classifier confidence.
 
     python -m experiments.run --config experiments/configs/digits_pixels.py --workdir runs/digits_pixels
     python -m experiments.run --config experiments/configs/digits_pixels.py:cpu --workdir runs/digits_pixels_cpu
