@@ -275,9 +275,30 @@ def test_few_step_times_are_consecutive_coarse_grid_points():
     assert float(t_hi.min()) >= 0.05 and float(t_hi.max()) <= 1.0 and float(jnp.abs(t_lo).max()) == 0.0
 
 
+def test_start_fraction_and_time_exponent_draw_the_times_they_state():
+    process = DiscreteGaussian(4, rate_sigma=2.0, q_sigma=4.0)
+    draw = jax.jit(lambda k, c: cdm_times(k, process, c, 20_000), static_argnums=1)
+    uniform, _ = draw(jax.random.key(3), CDMConfig(min_time=0.05))
+    t_hi, t_lo = draw(jax.random.key(3), CDMConfig(min_time=0.05, start_fraction=0.3))
+    at_start = np.asarray(t_hi) == 1.0
+    assert abs(at_start.mean() - 0.3) < 4 * np.sqrt(0.3 * 0.7 / 20_000)
+    # the other items keep the default's draw, so start_fraction = 0 leaves earlier runs' times as they were
+    np.testing.assert_array_equal(np.asarray(t_hi)[~at_start], np.asarray(uniform)[~at_start])
+    assert float(jnp.abs(t_lo).max()) == 0.0
+    assert draw(jax.random.key(3), CDMConfig(min_time=0.05, start_fraction=1.0))[0].min() == 1.0
+    # time_exponent a: t = min_time + (1 - min_time) u^a, so P(u^a <= 1/4) = 4^(-1/a); a = 2: half the items
+    u = (np.asarray(draw(jax.random.key(3), CDMConfig(min_time=0.05, time_exponent=2.0))[0]) - 0.05) / 0.95
+    assert abs((u <= 0.25).mean() - 0.5) < 4 * np.sqrt(0.25 / 20_000)
+    np.testing.assert_allclose(u, ((np.asarray(uniform) - 0.05) / 0.95) ** 2, atol=1e-5)
+
+
 def test_bad_inputs_raise():
     with pytest.raises(ValueError, match="mode"):
         CDMConfig(mode="two_step")
+    with pytest.raises(ValueError, match="start_fraction must lie in"):
+        CDMConfig(start_fraction=1.5)
+    with pytest.raises(ValueError, match="one_step mode only"):
+        CDMConfig(mode="few_step", start_fraction=0.2)
     with pytest.raises(ValueError, match="num_samples"):
         CDMConfig(num_samples=0)
     params = init_mlp(jax.random.key(0), MASKED.num_states)

@@ -1,5 +1,5 @@
-"""Reference distributions r_t of the Di4C loss (losses.reference): exact laws of the drawn x_t on tiny spaces,
-the loss under jit and grad with trajectory items, the recipe fields' validation, the consistency time weighting,
+"""Reference distributions r_t of the Di4C loss and of CDM (losses.reference): exact laws of the drawn x_t on tiny
+spaces, the losses under jit and grad with trajectory items, the fields' validation, the consistency time weighting,
 and the runner's command line reaching the new fields."""
 import sys
 
@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 from absl import flags
 
-from di4c_jax.losses import di4c_config, di4c_loss
+from di4c_jax.losses import CDMConfig, cdm_conditional_loss, cdm_loss, di4c_config, di4c_loss
+from di4c_jax.losses.cdm import cdm_times
 from di4c_jax.losses.reference import draw_reference_xt
 from di4c_jax.processes import DiscreteGaussian, Masked, Uniform
 from sampling_oracle import (
@@ -220,6 +221,67 @@ def test_drawn_xt_depends_on_a_network_only_when_its_trajectory_is_used():
     assert np.array_equal(base, new_teacher) and not np.array_equal(base, new_student)
     base, new_teacher, new_student = draws(reference_teacher=0.5)
     assert not np.array_equal(base, new_teacher) and np.array_equal(base, new_student)
+
+
+# ---------------------------------------------------------------- CDM
+def test_cdm_config_draws_the_x_t_a_di4c_recipe_with_the_same_fields_draws():
+    """CDMConfig's ancestral `teacher_step` is the analytic step of the sdtt recipe, so with the same reference
+    fields and key both draw the same x_t bit for bit (the laws are then the ones the exact tests above check)."""
+    process, _, student, teacher, x0, _ = setup("sdtt")
+    t = jnp.linspace(0.2, 0.9, x0.shape[0] * 8)
+    x0 = jnp.tile(x0, (8, 1))
+    fields = dict(reference_teacher=0.3, reference_student=0.4, reference_teacher_steps=3, reference_student_steps=2)
+
+    def x_t(config):
+        return np.asarray(draw_reference_xt(rbg_key(4), config=config, process=process, x0=x0, t=t,
+                                            teacher=net(process, False), teacher_params=teacher,
+                                            student=net(process, True), student_params=student).x_t)
+
+    from_cdm = x_t(CDMConfig(**fields))
+    np.testing.assert_array_equal(from_cdm, x_t(di4c_config("sdtt", **fields)))
+    assert not np.array_equal(from_cdm, x_t(CDMConfig()))
+
+
+@pytest.mark.parametrize("fields", [dict(reference_student=1.0), dict(reference_teacher=1.0),
+                                    dict(reference_teacher=0.5, reference_student=0.5, reference_student_steps=3)])
+def test_cdm_loss_is_the_conditional_loss_at_the_reference_x_t(fields):
+    """cdm_loss with reference fields = cdm_conditional_loss at the x_hi `draw_reference_xt` gives for the same
+    keys (the time draw and the chains unchanged), under jit; the student's gradient is finite and non-zero."""
+    process, _, student, teacher, x0, cond = setup("sdtt")
+    config = CDMConfig(num_lambda=4, num_teacher_steps=3, num_samples=2, **fields)
+    nets = dict(student=net(process, True), teacher=net(process, False), process=process)
+
+    def loss(sp, key):
+        return cdm_loss(key, **nets, student_params=sp, teacher_params=teacher, x0=x0, config=config, cond=cond)[0]
+
+    def by_hand(key):
+        k_time, k_xt, k_rest = jax.random.split(key, 3)
+        t_hi, t_lo = cdm_times(k_time, process, config, x0.shape[0])
+        x_hi = draw_reference_xt(k_xt, config=config, process=process, x0=x0, t=t_hi, teacher=nets["teacher"],
+                                 teacher_params=teacher, student=nets["student"], student_params=student,
+                                 cond=cond).x_t
+        per_item, _ = cdm_conditional_loss(k_rest, **nets, student_params=student, teacher_params=teacher,
+                                           x_hi=x_hi, t_hi=t_hi, t_lo=t_lo, config=config, cond=cond)
+        return jnp.mean(per_item)
+
+    value, grad = jax.jit(jax.value_and_grad(loss))(student, rbg_key(0))
+    np.testing.assert_allclose(float(value), float(jax.jit(by_hand)(rbg_key(0))), rtol=1e-6)
+    assert float(value) != float(jax.jit(lambda k: cdm_loss(k, **nets, student_params=student,
+                                                           teacher_params=teacher, x0=x0, config=CDMConfig(
+                                                               num_lambda=4, num_teacher_steps=3, num_samples=2),
+                                                           cond=cond)[0])(rbg_key(0)))
+    assert all(np.isfinite(np.asarray(g)).all() for g in jax.tree.leaves(grad))
+    assert np.abs(np.asarray(grad["out"])).max() > 1e-4
+
+
+@pytest.mark.parametrize("fields,message", [
+    (dict(reference_student=1.5), r"reference_student must be in \[0, 1\], got 1.5"),
+    (dict(reference_teacher=0.6, reference_student=0.5), r"reference_teacher \+ reference_student must be <= 1"),
+    (dict(reference_student_steps=0), r"reference_student_steps must be >= 1, got 0"),
+    (dict(time_exponent=0.0), r"time_exponent must be > 0, got 0.0")])
+def test_cdm_reference_and_time_fields_are_validated(fields, message):
+    with pytest.raises(ValueError, match=message):
+        CDMConfig(**fields)
 
 
 # ---------------------------------------------------------------- recipe fields

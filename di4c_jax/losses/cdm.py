@@ -25,10 +25,11 @@ not available in closed form; Pbar^d is an unbiased (Rao-Blackwellised) estimate
 x_{s_{n-1}} is drawn from that last product kernel. The correction is linear in Pbar and its expectation equals that
 of the subtracted term, so the control variate changes the variance, not the expectation. For a product student
 the MC part is exactly 0 and the loss is sum_d CE(Pbar^d, k^d).
-What is sampled: t (one-step) or the interval (few-step); x_hi ~ q(. | x0); the M teacher chains (teacher lambdas
-per row per step for a mixture teacher); the N student lambdas. What is exact: every per-step kernel, the student
-kernel's likelihood (sum over x0 per dimension, product over D, mixture over the N drawn lambdas). Stop-gradient:
-teacher params, chain samples, Pbar. Gradient reaches the student only through its kernel at x_hi.
+What is sampled: t (one-step) or the interval (few-step); x_hi ~ q(. | x0) (or a reference trajectory's state);
+the M teacher chains (teacher lambdas per row per step for a mixture teacher); the N student lambdas. What is
+exact: every per-step kernel, the student kernel's likelihood (sum over x0 per dimension, product over D, mixture
+over the N drawn lambdas). Stop-gradient: teacher params, chain samples, Pbar, reference trajectories. Gradient
+reaches the student only through its kernel at x_hi.
 Bias: for fixed lambdas, E_chains[loss] = CE(P, pbar_N) = KL(P || pbar_N) + H(P) and its gradient is unbiased for
 grad KL(P || pbar_N); pbar_N is an N-sample estimate of the lambda-mixture, and E_lam[-log pbar_N] >= -log E_lam
 p (Jensen), so for a mixture student the estimator is biased by that Jensen gap (-> 0 as N grows). Exactly
@@ -49,6 +50,7 @@ import jax.numpy as jnp
 from di4c_jax.denoiser import Denoiser, draw_lam
 from di4c_jax.losses.mixture import mixture_log_likelihood, mixture_log_marginal
 from di4c_jax.losses.inputs import checked_batch
+from di4c_jax.losses.reference import check_reference_settings, draw_reference_xt
 from di4c_jax.processes.base import sample_categorical
 from di4c_jax.processes.protocol import Process
 
@@ -66,6 +68,12 @@ class CDMConfig:
     control_variate: see the module docstring.  student_dropout: pass `rngs` to the student.
     jackknife: the jackknife estimate of the student's N-sample log density (module docstring); needs
     num_lambda >= 2 and applies to mixture students only (a product student's estimate has no N-sample bias).
+    start_fraction (one_step): the share of items whose t_hi is 1, the state every k-step sampler starts from
+    (x_hi from the prior); the rest draw t_hi ~ U[min_time, 1].  time_exponent (one_step): t_hi = min_time +
+    (1 - min_time) u^time_exponent, u ~ U[0, 1] (1: uniform; 2: more items at small t).
+    reference_teacher / reference_student: the probability that an item's x_hi comes from the teacher's /
+    the student's own trajectory from t = 1 (`reference_teacher_steps` / `reference_student_steps` ancestral
+    steps, stop-gradient; `losses.reference`) instead of q(. | x0); the data gets the rest.
     A mixture teacher draws a fresh lam per row per step.
     """
 
@@ -78,6 +86,12 @@ class CDMConfig:
     student_dropout: bool = True
     min_time: float = 1e-3
     jackknife: bool = False
+    start_fraction: float = 0.0
+    time_exponent: float = 1.0
+    reference_teacher: float = 0.0
+    reference_student: float = 0.0
+    reference_teacher_steps: int = 8
+    reference_student_steps: int = 2
 
     def __post_init__(self):
         if self.mode not in CDM_MODES:
@@ -87,9 +101,21 @@ class CDMConfig:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if not 0.0 < self.min_time < 1.0:
             raise ValueError(f"min_time must lie in (0, 1), got {self.min_time}")
+        if not 0.0 <= self.start_fraction <= 1.0:
+            raise ValueError(f"start_fraction must lie in [0, 1], got {self.start_fraction}")
+        if self.start_fraction and self.mode != "one_step":
+            raise ValueError(f"start_fraction applies to the one_step mode only, got mode {self.mode!r} with "
+                             f"start_fraction {self.start_fraction}")
+        if not self.time_exponent > 0.0:
+            raise ValueError(f"time_exponent must be > 0, got {self.time_exponent}")
+        check_reference_settings(self)
         if self.jackknife and self.num_lambda < 2:
             raise ValueError(f"the jackknife leaves one of N lambdas out, so it needs num_lambda >= 2, got "
                              f"{self.num_lambda}")
+
+    def teacher_step(self, key, process, x_t, logp, t, u) -> jax.Array:
+        """One ancestral step x_t -> x_u int32[B, D] (the reference trajectories' step)."""
+        return process.reverse_step(key, x_t, logp, t, u)
 
 
 def teacher_chain(key: jax.Array, *, teacher: Denoiser, teacher_params: Any, process: Process, x_hi, t_hi, t_lo,
@@ -209,9 +235,16 @@ def cdm_conditional_loss(key: jax.Array, *, student: Denoiser, student_params: A
 
 
 def cdm_times(key, process, config: CDMConfig, batch: int):
-    """(t_hi, t_lo) float32[B]: one_step t ~ U[min_time, 1] -> 0; few_step a uniform interval of the coarse grid."""
+    """(t_hi, t_lo) float32[B]: one_step t = 1 with probability start_fraction, else t ~ U[min_time, 1], -> 0;
+    few_step a uniform interval of the coarse grid."""
     if config.mode == "one_step":
-        t_hi = config.min_time + (1.0 - config.min_time) * jax.random.uniform(key, (batch,))
+        u = jax.random.uniform(key, (batch,))
+        if config.time_exponent != 1.0:
+            u = u ** config.time_exponent
+        t_hi = config.min_time + (1.0 - config.min_time) * u
+        if config.start_fraction:  # fold_in: the uniform draws, and so the default's, stay as they were
+            at_start = jax.random.uniform(jax.random.fold_in(key, 1), (batch,)) < config.start_fraction
+            t_hi = jnp.where(at_start, 1.0, t_hi)
         return t_hi, jnp.zeros((batch,), jnp.float32)
     grid = jnp.asarray(process.default_time_grid(config.num_student_steps), jnp.float32)
     j = jax.random.randint(key, (batch,), 0, config.num_student_steps)
@@ -222,8 +255,8 @@ def cdm_loss(key: jax.Array, *, student: Denoiser, student_params: Any, teacher:
              process: Process, x0: jax.Array, config: CDMConfig, cond: jax.Array | None = None):
     """CDM loss on a data batch (module docstring). Works for every process.
 
-    Draws (t_hi, t_lo) by `cdm_times`, x_hi ~ q(. | x0) at t_hi, then `cdm_conditional_loss`; the loss is summed
-    over D (nats per item) and averaged over the batch.
+    Draws (t_hi, t_lo) by `cdm_times`, x_hi ~ q(. | x0) at t_hi (or from a reference trajectory, `CDMConfig`),
+    then `cdm_conditional_loss`; the loss is summed over D (nats per item) and averaged over the batch.
 
     Args:
       key: PRNG key.  student, student_params / teacher, teacher_params: Denoisers and params.
@@ -236,7 +269,9 @@ def cdm_loss(key: jax.Array, *, student: Denoiser, student_params: Any, teacher:
     batch = x0.shape[0]
     k_time, k_xt, k_rest = jax.random.split(key, 3)
     t_hi, t_lo = cdm_times(k_time, process, config, batch)
-    x_hi = process.sample_xt(k_xt, x0, t_hi)
+    x_hi = draw_reference_xt(k_xt, config=config, process=process, x0=x0, t=t_hi, teacher=teacher,
+                             teacher_params=teacher_params, student=student, student_params=student_params,
+                             cond=cond).x_t
     per_item, aux = cdm_conditional_loss(k_rest, student=student, student_params=student_params, teacher=teacher,
                                          teacher_params=teacher_params, process=process, x_hi=x_hi, t_hi=t_hi,
                                          t_lo=t_lo, config=config, cond=cond)

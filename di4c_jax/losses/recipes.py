@@ -52,6 +52,7 @@ from typing import ClassVar, NamedTuple
 import jax
 import jax.numpy as jnp
 
+from di4c_jax.losses.reference import check_reference_settings
 from di4c_jax.processes.confidence import confidence_step
 from di4c_jax.processes.protocol import require
 from di4c_jax.registry import Registry
@@ -110,15 +111,7 @@ class Di4CRecipe:
                              f"data term rewards wrong marginals), got {self.time_coeff_scale}")
         if self.chunk is not None and self.chunk < 1:
             raise ValueError(f"{self.name}: chunk must be None or >= 1, got {self.chunk}")
-        for field in ("reference_teacher", "reference_student"):
-            if not 0.0 <= getattr(self, field) <= 1.0:
-                raise ValueError(f"{self.name}: {field} must be in [0, 1], got {getattr(self, field)}")
-        if self.reference_teacher + self.reference_student > 1.0 + 1e-9:
-            raise ValueError(f"{self.name}: reference_teacher + reference_student must be <= 1, got "
-                             f"{self.reference_teacher} + {self.reference_student}")
-        for field in ("reference_teacher_steps", "reference_student_steps"):
-            if getattr(self, field) < 1:
-                raise ValueError(f"{self.name}: {field} must be >= 1, got {getattr(self, field)}")
+        check_reference_settings(self, f"{self.name}: ")
         if not self.consis_scale >= 0.0:
             raise ValueError(f"{self.name}: consis_scale must be >= 0, got {self.consis_scale}")
         if not 0.0 <= self.consis_coupling <= 1.0:

@@ -1,28 +1,52 @@
-"""Reference distributions r_t of the Di4C consistency loss: where each item's x_t comes from.
+"""Reference distributions r_t of the Di4C consistency loss and of CDM: where each item's x_t comes from.
 
 Hayakawa et al. (2025) write the consistency loss as an expectation over x_t ~ r_t, where r_t may be the data's
 q_t = E_{x0} q(x_t | x0) or the law of x_t reached by multi-step denoising. A student trained only on the data's x_t
 never sees the states its own few-step sampler visits; drawing some x_t from the teacher's or the student's own
-trajectory covers them. Per item, one categorical draw picks the source with the recipe's probabilities
+trajectory covers them. Per item, one categorical draw picks the source with the config's probabilities
 (data: 1 - reference_teacher - reference_student); each trajectory is drawn for the whole batch (only when its
 probability is > 0, a check on the static config) and selected per item.
 
 A trajectory runs from x_1 ~ `process.sample_prior` down the item's own grid s_i = 1 - (1 - t) i / S, i = 0..S
-(s_S = t exactly), each step the recipe's `teacher_step` (the analytic / ancestral step, or MaskGIT's confidence
+(s_S = t exactly), each step the config's `teacher_step` (the analytic / ancestral step, or MaskGIT's confidence
 step) from the network's log p(x0 | x_{s_i}, s_i); a mixture network takes a fresh lambda per item per step.
 """
 from __future__ import annotations
 
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Protocol
 
 import jax
 import jax.numpy as jnp
 
 from di4c_jax.denoiser import Denoiser
-from di4c_jax.losses.recipes import Di4CRecipe
 from di4c_jax.processes.protocol import Process
 
 sg = jax.lax.stop_gradient
+
+
+class ReferenceSettings(Protocol):
+    """What a loss config gives `draw_reference_xt` (Di4C recipes, `CDMConfig`)."""
+
+    reference_teacher: float  # probability that an item's x_t comes from the teacher's own trajectory
+    reference_student: float  # ... from the student's own (on-policy) trajectory; the data gets the rest
+    reference_teacher_steps: int  # S of each trajectory, from t = 1 down to the item's t
+    reference_student_steps: int
+
+    def teacher_step(self, key, process, x_t, logp, t, u) -> jax.Array: ...
+
+
+def check_reference_settings(config: ReferenceSettings, prefix: str = "") -> None:
+    """Raise ValueError (message starting with `prefix`) unless both weights lie in [0, 1] with sum <= 1 and both
+    step counts are >= 1."""
+    for field in ("reference_teacher", "reference_student"):
+        if not 0.0 <= getattr(config, field) <= 1.0:
+            raise ValueError(f"{prefix}{field} must be in [0, 1], got {getattr(config, field)}")
+    if config.reference_teacher + config.reference_student > 1.0 + 1e-9:
+        raise ValueError(f"{prefix}reference_teacher + reference_student must be <= 1, got "
+                         f"{config.reference_teacher} + {config.reference_student}")
+    for field in ("reference_teacher_steps", "reference_student_steps"):
+        if getattr(config, field) < 1:
+            raise ValueError(f"{prefix}{field} must be >= 1, got {getattr(config, field)}")
 
 
 class ReferenceDraw(NamedTuple):
@@ -32,7 +56,7 @@ class ReferenceDraw(NamedTuple):
     from_data: jax.Array
 
 
-def draw_reference_xt(key: jax.Array, *, config: Di4CRecipe, process: Process, x0: jax.Array, t: jax.Array,
+def draw_reference_xt(key: jax.Array, *, config: ReferenceSettings, process: Process, x0: jax.Array, t: jax.Array,
                       teacher: Denoiser, teacher_params: Any, student: Denoiser, student_params: Any,
                       cond: jax.Array | None = None) -> ReferenceDraw:
     """x_t ~ r_t per item: the data's q(. | x0), or the teacher's or the student's own trajectory down to t.
@@ -43,8 +67,9 @@ def draw_reference_xt(key: jax.Array, *, config: Di4CRecipe, process: Process, x
 
     Args:
       key: PRNG key.
-      config: the recipe: reference_teacher / reference_student (source probabilities), reference_teacher_steps /
-        reference_student_steps (S of each trajectory) and its `teacher_step`.
+      config: the loss config (a Di4C recipe or `CDMConfig`): reference_teacher / reference_student (source
+        probabilities), reference_teacher_steps / reference_student_steps (S of each trajectory) and its
+        `teacher_step`.
       process: the forward process.
       x0: int[B, D] data.  t: float32[B] the items' times.
       teacher, teacher_params: the teacher (product, or a mixture for di4c^2).
@@ -73,14 +98,14 @@ def draw_reference_xt(key: jax.Array, *, config: Di4CRecipe, process: Process, x
     return ReferenceDraw(sg(x_t), ~(use_teacher | use_student))
 
 
-def denoising_trajectory(key: jax.Array, *, config: Di4CRecipe, process: Process, denoiser: Denoiser, params: Any,
-                         t: jax.Array, num_steps: int, shape: tuple[int, int],
+def denoising_trajectory(key: jax.Array, *, config: ReferenceSettings, process: Process, denoiser: Denoiser,
+                         params: Any, t: jax.Array, num_steps: int, shape: tuple[int, int],
                          cond: jax.Array | None = None) -> jax.Array:
-    """x_t of `num_steps` recipe teacher steps from x_1 ~ the prior along s_i = 1 - (1 - t) i / num_steps.
+    """x_t of `num_steps` `config.teacher_step`s from x_1 ~ the prior along s_i = 1 - (1 - t) i / num_steps.
 
     Args:
       key: PRNG key (prior draw; step i uses fold_in(loop key, i) for its lambda and its step).
-      config: the recipe whose `teacher_step` is taken.  process: the forward process.
+      config: the loss config whose `teacher_step` is taken.  process: the forward process.
       denoiser, params: the network (params stop-gradient, rngs=None; a mixture draws a fresh lambda per row per
         step).
       t: float32[B] each row's end time.  num_steps: S >= 1.  shape: (B, D).  cond: None or int32[B].
