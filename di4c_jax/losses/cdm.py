@@ -235,8 +235,8 @@ def cdm_conditional_loss(key: jax.Array, *, student: Denoiser, student_params: A
 
 
 def cdm_times(key, process, config: CDMConfig, batch: int):
-    """(t_hi, t_lo) float32[B]: one_step t = 1 with probability start_fraction, else t ~ U[min_time, 1], -> 0;
-    few_step a uniform interval of the coarse grid."""
+    """(t_hi, t_lo) float32[B]: one_step t_hi = 1 with probability start_fraction, else min_time + (1 - min_time)
+    u^time_exponent with u ~ U[0, 1], and t_lo = 0; few_step a uniform interval of the coarse grid."""
     if config.mode == "one_step":
         u = jax.random.uniform(key, (batch,))
         if config.time_exponent != 1.0:
