@@ -103,7 +103,9 @@ def test_benchmark_config_runs_end_to_end(make, metric, models, tmp_path):
 @pytest.mark.parametrize("objective", sorted(compare.OBJECTIVES))
 def test_compare_objectives_build(objective, benchmark, module, size):
     c = compare.get_config(objective + benchmark)
-    assert c.distill.objective in ("di4c", "sdtt", "cdm") and c.sample.teacher_steps == ()
+    assert c.distill.objective in ("di4c", "sdtt", "cdm", "trajectory") and c.sample.teacher_steps == ()
+    # The trajectory student is sampled the way its loss trains it: one lambda per trajectory.
+    assert c.sample.options.get("share_lam", False) == (objective == "trajectory")
     base = module.get_config(f"{size},di4c" if size else "di4c")
     assert c.data == base.data and c.distill.steps == base.distill.steps and c.process == base.process
     # Only the quickstart comparison moves the lr (to its first distillation lr, at which section 2 ran).

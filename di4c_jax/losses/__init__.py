@@ -4,7 +4,8 @@ Distillation objectives share one calling convention,
 `loss(key, *, student, student_params, teacher, teacher_params, process, x0, config, cond=None) -> (loss, aux)`
 with `student` / `teacher` `di4c_jax.Denoiser`s: `di4c_loss` (Di4C, with the recipes `TauLDRRecipe`,
 `SDTTRecipe`, `MaskGITRecipe` made by `di4c_config`, and `draw_reference_xt` for its x_t ~ r_t), `sdtt_loss`
-(SDTT), `cdm_loss` (exact conditional distribution matching); `OBJECTIVES` names them for the runner. Teacher
+(SDTT), `cdm_loss` (exact conditional distribution matching), `trajectory_loss` (the whole k-step sampler with
+one lambda per trajectory); `OBJECTIVES` names them for the runner. Teacher
 objectives: `teacher_loss(key, *, denoiser, params, process, x0, cond=None, config=TeacherLossConfig())`.
 `drop_labels` applies classifier-free-guidance label dropout before a loss.
 """
@@ -19,6 +20,7 @@ from di4c_jax.losses.sdtt import SDTT_MODES, SDTTConfig, sdtt_loss, sdtt_round_d
 from di4c_jax.losses.teacher import TeacherLossConfig, teacher_loss, x0_ce_loss
 from di4c_jax.losses.teacher_ctmc import ctmc_elbo_loss
 from di4c_jax.losses.teacher_masked import mdlm_loss
+from di4c_jax.losses.trajectory import TrajectoryConfig, forward_path, trajectory_loss
 
 __all__ = [
     "di4c_loss", "di4c_objective", "di4c_config", "Di4CRecipe", "TauLDRRecipe", "SDTTRecipe", "MaskGITRecipe",
@@ -27,5 +29,6 @@ __all__ = [
     "SDTTConfig", "SDTT_MODES", "sdtt_loss", "sdtt_round_dt", "token_divergence",
     "CDMConfig", "CDM_MODES", "cdm_loss", "cdm_conditional_loss", "cdm_objective", "teacher_chain",
     "TeacherLossConfig", "teacher_loss", "mdlm_loss", "ctmc_elbo_loss", "x0_ce_loss",
+    "TrajectoryConfig", "trajectory_loss", "forward_path",
     "OBJECTIVES", "Objective", "drop_labels",
 ]

@@ -14,6 +14,7 @@ from di4c_jax.losses.cdm import CDMConfig, cdm_loss
 from di4c_jax.losses.di4c import di4c_loss
 from di4c_jax.losses.recipes import di4c_config
 from di4c_jax.losses.sdtt import SDTTConfig, sdtt_loss, sdtt_round_dt
+from di4c_jax.losses.trajectory import TrajectoryConfig, trajectory_loss
 from di4c_jax.registry import Registry, dataclass_from_options
 
 
@@ -51,3 +52,5 @@ OBJECTIVES.register("di4c", Objective(di4c_loss, _di4c_config))
 OBJECTIVES.register("sdtt", Objective(sdtt_loss, _sdtt_config))
 OBJECTIVES.register("cdm", Objective(cdm_loss, lambda options, round_index: dataclass_from_options(
     CDMConfig, options, "the cdm objective's loss config")))
+OBJECTIVES.register("trajectory", Objective(trajectory_loss, lambda options, round_index: dataclass_from_options(
+    TrajectoryConfig, options, "the trajectory objective's loss config")))

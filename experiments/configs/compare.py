@@ -7,7 +7,7 @@ Exact benchmark (the quickstart's Ising chain):
         --config.teacher_workdir=runs/quickstart
     python -m experiments.run --config experiments/configs/compare.py:sdtt --workdir runs/compare_sdtt \
         --config.teacher_workdir=runs/quickstart
-    (likewise :cdm_one_step, :cdm_few_step, :di4c2)
+    (likewise :cdm_one_step, :cdm_few_step, :trajectory, :di4c2)
     python -m experiments.report --compare runs/quickstart_di4c runs/compare_* --out docs/results
 
 Text benchmark (the HMM language; its Di4C run holds Di4C and di4c^2 students):
@@ -48,6 +48,10 @@ OBJECTIVES = {
     "cdm_few_step": dict(objective="cdm", rounds=1, loss=dict(mode="few_step", num_student_steps=4,
                                                               num_teacher_steps=8, num_samples=4,
                                                               student_dropout=False)),
+    # Trajectory matching: the student's whole 4-step sampler, one lambda per trajectory (sampled so), fitted to
+    # the teacher's 32-step law of x0 from t = 1.
+    "trajectory": dict(objective="trajectory", rounds=1, loss=dict(num_student_steps=4, num_teacher_steps=32,
+                                                                   student_dropout=False)),
     # di4c^2: a second Di4C round whose teacher is the round-1 mixture student.
     "di4c2": dict(objective="di4c", rounds=2),
 }
@@ -67,11 +71,13 @@ def get_config(arg: str = "sdtt"):
     if "loss" in settings:
         # Keep the benchmark's lambda count (the same for every objective).
         c.distill.loss = dict(settings.pop("loss"), num_lambda=c.distill.loss.num_lambda) \
-            if settings["objective"] == "cdm" else settings.pop("loss")
+            if settings["objective"] in ("cdm", "trajectory") else settings.pop("loss")
     c.distill.update(settings)
     if benchmark == "quickstart":
         # Section 2's comparison ran at the quickstart's first distillation lr; 3e-3 was measured for Di4C only.
         c.distill.optim.learning_rate = 3e-4
+    if objective == "trajectory":
+        c.sample.options.share_lam = True  # the sampler the loss trains
     c.sample.teacher_steps = ()  # the teacher's rows come from the shared teacher's own run
     c.sample.hybrid = ()
     return c
