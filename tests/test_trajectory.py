@@ -5,7 +5,6 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from di4c_jax import Denoiser
 from di4c_jax.eval.exact import all_states, state_index
 from di4c_jax.losses import OBJECTIVES, TrajectoryConfig, forward_path, trajectory_loss
 from di4c_jax.processes import Masked, Uniform

@@ -47,7 +47,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from di4c_jax.denoiser import Denoiser, draw_lam
+from di4c_jax.denoiser import Denoiser, draw_lam, draw_lam_grid
 from di4c_jax.losses.mixture import mixture_log_likelihood, mixture_log_marginal
 from di4c_jax.losses.inputs import checked_batch
 from di4c_jax.losses.reference import check_reference_settings, draw_reference_xt
@@ -172,12 +172,19 @@ def student_kernel_logprobs(key: jax.Array, *, student: Denoiser, student_params
     N = num_lambda fresh lambdas per item for a mixture student, N = 1 for a product student; one student
     evaluation per (item, component). x_hi int[B, D], t_hi / t_lo float[B].
     """
-    n = num_lambda if student.mixture else 1
-    t_lo_r = jnp.repeat(t_lo, n, axis=0)
-    x_rep = jnp.repeat(x_hi, n, axis=0)
-    logp_x0 = student.component_logprobs(key, process, student_params, x_hi, t_hi, num=n, cond=cond, rngs=rngs)
+    lam = draw_lam_grid(key, x_hi.shape[0], num_lambda if student.mixture else 1)
+    return student_kernel_logprobs_at(student=student, student_params=student_params, process=process, x_hi=x_hi,
+                                      t_hi=t_hi, t_lo=t_lo, lam=lam, cond=cond, rngs=rngs)
+
+
+def student_kernel_logprobs_at(*, student: Denoiser, student_params: Any, process: Process, x_hi, t_hi, t_lo, lam,
+                               cond=None, rngs=None):
+    """`student_kernel_logprobs` at given lambdas lam float32[B, N] (a product student ignores them): [B, N, D, K]."""
+    n = lam.shape[1]
+    rep = lambda a: jnp.repeat(a, n, axis=0)  # noqa: E731
+    logp_x0 = student.component_logprobs_at(process, student_params, x_hi, t_hi, lam, cond, rngs=rngs)
     logp_x0 = logp_x0.reshape(-1, *logp_x0.shape[2:])
-    kernel = process.reverse_step_logprobs(x_rep, logp_x0, jnp.repeat(t_hi, n, axis=0), t_lo_r)
+    kernel = process.reverse_step_logprobs(rep(x_hi), logp_x0, rep(t_hi), rep(t_lo))
     return kernel.reshape(x_hi.shape[0], n, *kernel.shape[1:])
 
 

@@ -29,9 +29,9 @@ import jax
 import jax.numpy as jnp
 
 from di4c_jax.denoiser import Denoiser, draw_lam_grid
-from di4c_jax.losses.cdm import teacher_chain
+from di4c_jax.losses.cdm import student_kernel_logprobs_at, teacher_chain
 from di4c_jax.losses.inputs import checked_batch
-from di4c_jax.losses.mixture import mixture_log_density_at
+from di4c_jax.losses.mixture import gather_points, mixture_log_density_at
 from di4c_jax.processes.base import as_batch_times, sample_categorical
 from di4c_jax.processes.protocol import Process
 
@@ -94,19 +94,15 @@ def path_component_logprobs(*, student: Denoiser, student_params: Any, process: 
     path int[B, k, D] (x_{t_0} .. x_{t_{k-1}}), x0 int[B, D], grid float32[k + 1], lam float32[B, N] (the same
     N lambdas at every step).
     """
-    batch, num = lam.shape
-    k = path.shape[1]
+    batch, k = lam.shape[0], path.shape[1]
     targets = jnp.concatenate([path[:, 1:], x0[:, None]], axis=1)  # x_{t_{i+1}}: [B, k, D]
     per_step = []
     for i in range(k):
-        t, s = as_batch_times(grid[i], batch), as_batch_times(grid[i + 1], batch)
-        step_rngs = None if rngs is None else jax.random.fold_in(rngs, i)
-        logp_x0 = student.component_logprobs_at(process, student_params, path[:, i], t, lam, cond, rngs=step_rngs)
-        rep = lambda a: jnp.repeat(a, num, axis=0)  # noqa: E731
-        kernel = process.reverse_step_logprobs(rep(path[:, i]), logp_x0.reshape(batch * num, *logp_x0.shape[2:]),
-                                               rep(t), rep(s))  # [B N, D, K]
-        target = rep(targets[:, i])[..., None].astype(jnp.int32)
-        per_step.append(jnp.take_along_axis(kernel, target, axis=-1)[..., 0].reshape(batch, num, -1))
+        kernel = student_kernel_logprobs_at(student=student, student_params=student_params, process=process,
+                                            x_hi=path[:, i], t_hi=as_batch_times(grid[i], batch),
+                                            t_lo=as_batch_times(grid[i + 1], batch), lam=lam, cond=cond,
+                                            rngs=None if rngs is None else jax.random.fold_in(rngs, i))
+        per_step.append(gather_points(kernel, targets[:, i:i + 1])[..., 0])  # [B, N, D]
     return jnp.concatenate(per_step, axis=-1)
 
 
@@ -135,7 +131,7 @@ def trajectory_loss(key: jax.Array, *, student: Denoiser, student_params: Any, t
                               num_samples=1, cond=cond)
     target = target[:, 0]
     grid = jnp.asarray(process.default_time_grid(config.num_student_steps), jnp.float32)
-    path = jnp.concatenate([x_start[:, None].astype(jnp.int32),
+    path = jnp.concatenate([x_start[:, None],
                             forward_path(k_path, process=process, x0=target, grid=grid)], axis=1)
     num = config.num_lambda if student.mixture else 1
     lam = draw_lam_grid(k_lam, batch, num)
