@@ -11,6 +11,7 @@ from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 Params = Any
 Apply = Callable[..., jax.Array]
@@ -24,6 +25,23 @@ def draw_lam(key: jax.Array, batch: int) -> jax.Array:
 def draw_lam_grid(key: jax.Array, batch: int, num: int) -> jax.Array:
     """num lambdas per row, float32[batch, num] (copy n of row b at [b, n], drawn b-major)."""
     return draw_lam(key, batch * num).reshape(batch, num)
+
+
+def local_block_ids(num_positions: int, block: int) -> np.ndarray:
+    """int32[block, D]: row o gives each position's block, (d + o) // block, under offset o (blocks of `block`
+    consecutive positions, the first shortened by o; ceil-free count: D // block + 1 blocks cover every offset)."""
+    return ((np.arange(num_positions)[None, :] + np.arange(block)[:, None]) // block).astype(np.int32)
+
+
+def draw_local_lam(key: jax.Array, batch: int, *, num_positions: int, num_latents: int, block: int) -> jax.Array:
+    """A local-latent student's lambda, float32[batch, 1 + D]: column 0 a global lam ~ U[0, 1] (`draw_lam`), then
+    each position's latent id: an offset o ~ U{0..block-1} and one latent z_g ~ U{0..Z-1} per block, position d
+    taking z of its block (`local_block_ids`)."""
+    k_lam, k_off, k_z = jax.random.split(key, 3)
+    offset = jax.random.randint(k_off, (batch,), 0, block)
+    z = jax.random.randint(k_z, (batch, num_positions // block + 1), 0, num_latents)
+    ids = jnp.take_along_axis(z, jnp.asarray(local_block_ids(num_positions, block))[offset], axis=1)
+    return jnp.concatenate([draw_lam(k_lam, batch)[:, None], ids.astype(jnp.float32)], axis=1)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,6 +73,7 @@ class Denoiser:
     num_classes: int = 0
     config_json: str | None = None
     components: Apply | None = None
+    local_latents: tuple[int, int, bool] | None = None
 
     @property
     def model_config(self) -> dict | None:
@@ -70,7 +89,11 @@ class Denoiser:
         return self.apply(params, x_t, t, lam, cond, rngs=rngs)
 
     def draw_lam(self, key: jax.Array, batch: int) -> jax.Array | None:
-        """lam ~ U[0, 1] as float32[batch] for a mixture denoiser (one per row), None for a product denoiser."""
+        """lam ~ U[0, 1] as float32[batch] for a mixture denoiser (one per row), None for a product denoiser; for
+        a local-latent one float32[batch, 1 + D] (`draw_local_lam`)."""
+        if self.local_latents is not None:
+            num_latents, block, _ = self.local_latents
+            return draw_local_lam(key, batch, num_positions=self.num_positions, num_latents=num_latents, block=block)
         return draw_lam(key, batch) if self.mixture else None
 
     def logprobs(self, process, params: Params, x_t, t, lam=None, cond=None, *, rngs=None) -> jax.Array:
@@ -90,15 +113,22 @@ class Denoiser:
     def component_logprobs_at(self, process, params: Params, x_t, t, lam, cond=None, *, rngs=None) -> jax.Array:
         """Log-probs of the components at lam float32[B, num] (component n of row b at lam[b, n]): [B, num, D, K],
         in one network call over B*num rows repeated b-major (or one `components` call). A product denoiser
-        ignores lam (num copies)."""
+        ignores lam (num copies); a local-latent one gives [B, num Z, D, K] (`local_latents`)."""
         batch, num = lam.shape
-        rep = lambda a: None if a is None else jnp.repeat(a, num, axis=0)  # noqa: E731
         if self.mixture and self.components is not None:
             logits = self.components(params, x_t, t, lam, cond, rngs=rngs)
-            logp = process.x0_logprobs(logits.reshape(batch * num, *logits.shape[2:]), rep(x_t))
-        else:
-            logp = self.logprobs(process, params, rep(x_t), rep(t), lam.reshape(-1) if self.mixture else None,
-                                 rep(cond), rngs=rngs)
+            num = logits.shape[1]  # N Z for a local-latent denoiser
+            logp = process.x0_logprobs(logits.reshape(batch * num, *logits.shape[2:]), jnp.repeat(x_t, num, axis=0))
+            return logp.reshape(batch, num, *logp.shape[1:])
+        rows = lam.reshape(-1) if self.mixture else None
+        if self.local_latents is not None:  # rows (n, z): the global lam[b, n] with latent z at every position
+            num_latents = self.local_latents[0]
+            ids = jnp.broadcast_to(jnp.arange(num_latents, dtype=jnp.float32)[None, :, None],
+                                   (batch * num, num_latents, x_t.shape[1]))
+            rows = jnp.concatenate([jnp.broadcast_to(rows[:, None, None], ids.shape[:2] + (1,)), ids], axis=2)
+            rows, num = rows.reshape(batch * num * num_latents, -1), num * num_latents
+        rep = lambda a: None if a is None else jnp.repeat(a, num, axis=0)  # noqa: E731
+        logp = self.logprobs(process, params, rep(x_t), rep(t), rows, rep(cond), rngs=rngs)
         return logp.reshape(batch, num, *logp.shape[1:])
 
     def with_apply(self, apply: Apply) -> "Denoiser":

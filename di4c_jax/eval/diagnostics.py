@@ -17,8 +17,8 @@ from typing import Any, Callable
 import jax
 import jax.numpy as jnp
 
-from di4c_jax.denoiser import Denoiser, draw_lam_grid
-from di4c_jax.losses.mixture import kl_sum, mixture_log_likelihood, mixture_log_marginal
+from di4c_jax.denoiser import Denoiser
+from di4c_jax.losses.mixture import component_grid, component_log_likelihood, kl_sum, mixture_log_marginal
 from di4c_jax.losses.times import token_nll
 from di4c_jax.processes.base import safe_log
 from di4c_jax.processes.protocol import Process
@@ -44,8 +44,8 @@ def diagnose_point(key: jax.Array, *, process: Process, teacher: Denoiser, teach
     tt = jnp.full((batch,), t, jnp.float32)
     x_t = process.sample_xt(k_xt, x0, tt)
     teacher_logp = teacher.logprobs(process, teacher_params, x_t, tt, None, cond)  # [B, D, K]
-    lam = draw_lam_grid(k_lam, batch, num_lambda)
-    block = max(1, max_rows // num_lambda)
+    lam = component_grid(k_lam, denoiser=student, batch=batch, num=num_lambda)
+    block = max(1, max_rows // lam.shape[1])
     logp = jnp.concatenate([
         student.component_logprobs_at(process, student_params, x_t[i:i + block], tt[i:i + block],
                                       lam[i:i + block], None if cond is None else cond[i:i + block])
@@ -53,8 +53,8 @@ def diagnose_point(key: jax.Array, *, process: Process, teacher: Denoiser, teach
     points = x0[:, None, :]
     values = {
         "teacher_loglik": -jnp.sum(token_nll(teacher_logp, x0), axis=1),
-        "student_loglik": mixture_log_likelihood(logp, points, control_variate=False)[:, 0],
-        "correlation": mixture_log_likelihood(logp, points, control_variate=True)[:, 0],
+        "student_loglik": component_log_likelihood(student, logp, points, control_variate=False)[:, 0],
+        "correlation": component_log_likelihood(student, logp, points, control_variate=True)[:, 0],
         "marginal_kl": kl_sum(teacher_logp, mixture_log_marginal(logp)),
     }
     if exact_posterior is not None:

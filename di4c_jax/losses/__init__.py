@@ -12,7 +12,8 @@ objectives: `teacher_loss(key, *, denoiser, params, process, x0, cond=None, conf
 from di4c_jax.losses.cdm import CDM_MODES, CDMConfig, cdm_conditional_loss, cdm_loss, cdm_objective, teacher_chain
 from di4c_jax.losses.di4c import di4c_loss, di4c_objective
 from di4c_jax.losses.guidance import drop_labels
-from di4c_jax.losses.mixture import kl_sum, mixture_log_likelihood, mixture_log_marginal, sample_components
+from di4c_jax.losses.mixture import (component_grid, component_log_likelihood, kl_sum, local_mixture_log_likelihood,
+                                     mixture_log_likelihood, mixture_log_marginal, sample_components)
 from di4c_jax.losses.objectives import OBJECTIVES, Objective
 from di4c_jax.losses.recipes import RECIPES, Di4CRecipe, MaskGITRecipe, SDTTRecipe, TauLDRRecipe, di4c_config
 from di4c_jax.losses.reference import draw_reference_xt
@@ -25,7 +26,7 @@ from di4c_jax.losses.trajectory import TrajectoryConfig, forward_path, trajector
 __all__ = [
     "di4c_loss", "di4c_objective", "di4c_config", "Di4CRecipe", "TauLDRRecipe", "SDTTRecipe", "MaskGITRecipe",
     "RECIPES", "draw_reference_xt", "kl_sum", "mixture_log_likelihood", "mixture_log_marginal",
-    "sample_components",
+    "sample_components", "local_mixture_log_likelihood", "component_grid", "component_log_likelihood",
     "SDTTConfig", "SDTT_MODES", "sdtt_loss", "sdtt_round_dt", "token_divergence",
     "CDMConfig", "CDM_MODES", "cdm_loss", "cdm_conditional_loss", "cdm_objective", "teacher_chain",
     "TeacherLossConfig", "teacher_loss", "mdlm_loss", "ctmc_elbo_loss", "x0_ce_loss",

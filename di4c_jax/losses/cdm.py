@@ -47,8 +47,9 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from di4c_jax.denoiser import Denoiser, draw_lam, draw_lam_grid
-from di4c_jax.losses.mixture import mixture_log_likelihood, mixture_log_marginal
+from di4c_jax.denoiser import Denoiser
+from di4c_jax.losses.mixture import (component_grid, component_log_likelihood, mixture_log_likelihood,
+                                     mixture_log_marginal)
 from di4c_jax.losses.inputs import checked_batch
 from di4c_jax.losses.reference import check_reference_settings, draw_reference_xt
 from di4c_jax.processes.base import sample_categorical
@@ -148,7 +149,7 @@ def teacher_chain(key: jax.Array, *, teacher: Denoiser, teacher_params: Any, pro
     k_first, k_lam, k_rest = jax.random.split(key, 3)
     x_rep = jnp.repeat(x_hi, m, axis=0)
     if teacher.mixture:
-        first = kernel(x_rep, 0, t_lo_r, t_hi_r, cond_r, draw_lam(k_lam, batch * m))
+        first = kernel(x_rep, 0, t_lo_r, t_hi_r, cond_r, teacher.draw_lam(k_lam, batch * m))
     else:  # all M chains start with the same kernel at x_hi: one evaluation per item
         first = jnp.repeat(kernel(x_hi, 0, t_lo, t_hi, cond, None), m, axis=0)
     x = sample_categorical(k_first, first)
@@ -170,33 +171,36 @@ def student_kernel_logprobs(key: jax.Array, *, student: Denoiser, student_params
     """Per-component student kernel log p^theta_n(x_lo^d | x_hi) [B, N, D, K] (gradient flows).
 
     N = num_lambda fresh lambdas per item for a mixture student, N = 1 for a product student; one student
-    evaluation per (item, component). x_hi int[B, D], t_hi / t_lo float[B].
+    evaluation per (item, component). A local-latent student (`Denoiser.local_latents`) gives N Z components, its Z
+    latents enumerated per global lambda (`component_grid`). x_hi int[B, D], t_hi / t_lo float[B].
     """
-    lam = draw_lam_grid(key, x_hi.shape[0], num_lambda if student.mixture else 1)
+    lam = component_grid(key, denoiser=student, batch=x_hi.shape[0], num=num_lambda)
     return student_kernel_logprobs_at(student=student, student_params=student_params, process=process, x_hi=x_hi,
                                       t_hi=t_hi, t_lo=t_lo, lam=lam, cond=cond, rngs=rngs)
 
 
 def student_kernel_logprobs_at(*, student: Denoiser, student_params: Any, process: Process, x_hi, t_hi, t_lo, lam,
                                cond=None, rngs=None):
-    """`student_kernel_logprobs` at given lambdas lam float32[B, N] (a product student ignores them): [B, N, D, K]."""
-    n = lam.shape[1]
-    rep = lambda a: jnp.repeat(a, n, axis=0)  # noqa: E731
+    """`student_kernel_logprobs` at given lambdas lam float32[B, N] (a product student ignores them): [B, N, D, K]
+    ([B, N Z, D, K] for a local-latent student)."""
     logp_x0 = student.component_logprobs_at(process, student_params, x_hi, t_hi, lam, cond, rngs=rngs)
+    n = logp_x0.shape[1]  # N, or N Z for a local-latent student
+    rep = lambda a: jnp.repeat(a, n, axis=0)  # noqa: E731
     logp_x0 = logp_x0.reshape(-1, *logp_x0.shape[2:])
     kernel = process.reverse_step_logprobs(rep(x_hi), logp_x0, rep(t_hi), rep(t_lo))
     return kernel.reshape(x_hi.shape[0], n, *kernel.shape[1:])
 
 
 def cdm_objective(*, student_kernel, x_lo, teacher_last_kernel, control_variate: bool = True,
-                  jackknife: bool = False):
+                  jackknife: bool = False, student: Denoiser | None = None):
     """Per-item CDM estimator (module docstring).
 
     Args:
       student_kernel: [B, N, D, K] (gradient).  x_lo: int[B, M, D] teacher chain ends.
       teacher_last_kernel: [B, M, D, K] the teacher's last-step kernels (stop-gradient).
       control_variate: see the module docstring.  jackknife: the jackknife of the log pbar_N (- log kbar) term
-        (N >= 2).
+        (N >= 2).  student: the student's Denoiser, whose density `component_log_likelihood` gives (a local-latent
+        one: student_kernel [B, N Z, D, K], no jackknife); None: the N-sample mixture of `mixture_log_likelihood`.
 
     Returns:
       (per_item float32[B], nll float32[B]) where nll = -(1/M) sum_m log pbar_N(x_lo^(m)) is the plain MC
@@ -205,10 +209,17 @@ def cdm_objective(*, student_kernel, x_lo, teacher_last_kernel, control_variate:
     if student_kernel.ndim != 4 or teacher_last_kernel.shape[:3] != x_lo.shape:
         raise ValueError(f"need student_kernel [B, N, D, K], x_lo [B, M, D] and teacher_last_kernel [B, M, D, K]; "
                          f"got {student_kernel.shape}, {x_lo.shape}, {teacher_last_kernel.shape}")
-    nll = -jnp.mean(mixture_log_likelihood(student_kernel, x_lo, control_variate=False), axis=1)
+    jackknife = jackknife and (student is None or student.local_latents is None)
+
+    def density(control_variate: bool, jackknife: bool) -> jax.Array:
+        if student is None:
+            return mixture_log_likelihood(student_kernel, x_lo, control_variate, jackknife)
+        return component_log_likelihood(student, student_kernel, x_lo, control_variate, jackknife)
+
+    nll = -jnp.mean(density(False, False), axis=1)
     if not (control_variate or jackknife):
         return nll, nll
-    per_item = -jnp.mean(mixture_log_likelihood(student_kernel, x_lo, control_variate, jackknife), axis=1)
+    per_item = -jnp.mean(density(control_variate, jackknife), axis=1)
     if control_variate:
         teacher_marginal = jnp.exp(sg(mixture_log_marginal(teacher_last_kernel)))
         per_item = per_item - jnp.sum(teacher_marginal * mixture_log_marginal(student_kernel), axis=(-2, -1))
@@ -237,7 +248,8 @@ def cdm_conditional_loss(key: jax.Array, *, student: Denoiser, student_params: A
                                      rngs=rngs)
     per_item, nll = cdm_objective(student_kernel=kernel, x_lo=x_lo, teacher_last_kernel=last,
                                   control_variate=config.control_variate,
-                                  jackknife=config.jackknife and student.mixture)
+                                  jackknife=config.jackknife and student.mixture,
+                                  student=student)
     return per_item, dict(nll=nll)
 
 

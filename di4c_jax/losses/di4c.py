@@ -30,7 +30,7 @@ import jax.numpy as jnp
 from di4c_jax.denoiser import Denoiser, draw_lam, draw_lam_grid
 from di4c_jax.losses.chunked import (ComponentStats, chunked_component_stats, component_stats, default_chunk,
                                      like_batch, scan_chunks)
-from di4c_jax.losses.inputs import checked_batch
+from di4c_jax.losses.inputs import checked_batch, reject_local_latents
 from di4c_jax.losses.mixture import kl_sum, mixture_log_density_at, mixture_log_marginal
 from di4c_jax.losses.recipes import Di4CRecipe
 from di4c_jax.losses.reference import draw_reference_xt
@@ -276,6 +276,7 @@ def di4c_loss(key: jax.Array, *, student: Denoiser, student_params: Any, teacher
       its teacher-marginal KL (data_ind), distillation and consistency terms hold at any x_t and stay.
       tauldr's small-time distillation batch is always drawn from the data.
     """
+    reject_local_latents("di4c", student=student, teacher=teacher)
     x0 = checked_batch(process, x0, cond)
     config.check_process(process)
     batch, m, n = x0.shape[0], config.num_samples_composition, config.num_lambda

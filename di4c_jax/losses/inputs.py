@@ -14,3 +14,13 @@ def checked_batch(process, x0, cond) -> jax.Array:
     if cond is not None and jnp.shape(cond) != (x0.shape[0],):
         raise ValueError(f"cond must be None or int[B={x0.shape[0]}], got shape {jnp.shape(cond)}")
     return jnp.asarray(x0, jnp.int32)
+
+
+def reject_local_latents(objective: str, **denoisers) -> None:
+    """Raise if a denoiser has local latents (`Denoiser.local_latents`): objectives whose estimators draw N global
+    lambdas and average their components would mistake such a mixture for another law; the cdm objective and the
+    samplers take them."""
+    for name, denoiser in denoisers.items():
+        if denoiser.local_latents is not None:
+            raise ValueError(f"the {objective} objective does not take a local-latent {name} (local_latents="
+                             f"{denoiser.local_latents}); distill it with the cdm objective")

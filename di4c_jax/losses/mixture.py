@@ -9,7 +9,9 @@ import math
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
+from di4c_jax.denoiser import Denoiser, draw_lam_grid, local_block_ids
 from di4c_jax.losses.reduce import logsumexp_axis
 from di4c_jax.processes.base import sample_categorical
 
@@ -70,6 +72,56 @@ def mixture_log_density_at(values: jax.Array, control_variate: bool = True, jack
         marginal_out = leave_one_out_logsumexp(values, axis=1) - math.log(num - 1)  # [B, N, D, M]
         left_out = left_out - jnp.sum(marginal_out - log_marginal, axis=2)
     return num * estimate - (num - 1) * jnp.mean(left_out, axis=1)
+
+
+def local_mixture_log_likelihood(logp: jax.Array, x: jax.Array, *, num_latents: int, block: int,
+                                 control_variate: bool = True) -> jax.Array:
+    """Exact log-density, up to its N global lambdas, of a local-latent mixture at M points per item.
+    logp [B, N Z, D, K] (component n Z + z: global lambda n, latent z at every position), x int[B, M, D] -> [B, M].
+
+    The law of `Denoiser.local_latents`: a global lambda, an offset o ~ U{0..block-1} that splits the D positions
+    into blocks (`local_block_ids`), one latent z ~ U{0..Z-1} per block, positions independent given them:
+    F(x) = log (1/N) sum_n (1/block) sum_o prod_g (1/Z) sum_z prod_{d in g(o)} p_{nz}^d(x_d). The offsets and
+    latents are enumerated, only the global lambda is sampled (N-sample bound as `mixture_log_likelihood`; exact
+    for N = 1 without one). With `control_variate`, F(x) - sum_d log pbar^d(x_d), pbar^d the mean of all N Z
+    components (the mixture's marginal at every offset), subtracted per position inside the blocks.
+    """
+    if logp.ndim != 4 or x.ndim != 3 or x.shape[0] != logp.shape[0] or x.shape[2] != logp.shape[2] \
+            or logp.shape[1] % num_latents:
+        raise ValueError(f"need logp [B, N Z, D, K] with Z = {num_latents} and x int[B, M, D] with the same B and D, "
+                         f"got {logp.shape} and {x.shape}")
+    values = gather_points(logp, x)  # [B, N Z, D, M]
+    batch, num_components, num_positions, num_points = values.shape
+    if control_variate:
+        values = values - (jax.nn.logsumexp(values, axis=1, keepdims=True) - math.log(num_components))
+    values = values.reshape(batch, -1, num_latents, num_positions, num_points)
+    ids = local_block_ids(num_positions, block)  # [O, D]
+    assign = jnp.asarray(ids[:, :, None] == np.arange(num_positions // block + 1), values.dtype)  # [O, D, G]
+    per_block = jnp.einsum("bnzdm,odg->bnozgm", values, assign)
+    per_block = jax.nn.logsumexp(per_block, axis=3) - math.log(num_latents)  # [B, N, O, G, M]
+    per_offset = jnp.sum(per_block, axis=3)  # [B, N, O, M]
+    return jax.nn.logsumexp(per_offset, axis=(1, 2)) - math.log(per_offset.shape[1] * block)
+
+
+def component_grid(key: jax.Array, *, denoiser: Denoiser, batch: int, num: int) -> jax.Array:
+    """The lambdas at which a loss evaluates a student's components, [B, N]: `num` fresh draws per row for a
+    mixture (the global lambdas of a local-latent student, whose `component_logprobs_at` adds its Z latents), one
+    (ignored) for a product and for a local-latent student without a global lambda."""
+    if denoiser.local_latents is not None and not denoiser.local_latents[2]:
+        return jnp.zeros((batch, 1), jnp.float32)  # no global lambda: the latents alone, every one enumerated
+    return draw_lam_grid(key, batch, num if denoiser.mixture else 1)
+
+
+def component_log_likelihood(denoiser: Denoiser, logp: jax.Array, x: jax.Array, control_variate: bool = True,
+                             jackknife: bool = False) -> jax.Array:
+    """The student's log-density at M points from its components at `component_grid`: logp [B, N, D, K], x
+    int[B, M, D] -> [B, M]; `local_mixture_log_likelihood` (exact, no jackknife) for a local-latent student,
+    else `mixture_log_likelihood`."""
+    if denoiser.local_latents is not None:
+        num_latents, block, _ = denoiser.local_latents
+        return local_mixture_log_likelihood(logp, x, num_latents=num_latents, block=block,
+                                            control_variate=control_variate)
+    return mixture_log_likelihood(logp, x, control_variate, jackknife)
 
 
 def leave_one_out_logsumexp(a: jax.Array, axis: int) -> jax.Array:

@@ -30,7 +30,7 @@ import jax.numpy as jnp
 
 from di4c_jax.denoiser import Denoiser, draw_lam_grid
 from di4c_jax.losses.cdm import student_kernel_logprobs_at, teacher_chain
-from di4c_jax.losses.inputs import checked_batch
+from di4c_jax.losses.inputs import checked_batch, reject_local_latents
 from di4c_jax.losses.mixture import gather_points, mixture_log_density_at
 from di4c_jax.processes.base import as_batch_times, sample_categorical
 from di4c_jax.processes.protocol import Process
@@ -121,6 +121,7 @@ def trajectory_loss(key: jax.Array, *, student: Denoiser, student_params: Any, t
       (loss: scalar, nats per item, averaged over the batch; aux {'nll': the plain N-sample estimate float32[],
       'nll_per_dim': float32[]}).
     """
+    reject_local_latents("trajectory", student=student, teacher=teacher)
     x0 = checked_batch(process, x0, cond)
     batch = x0.shape[0]
     k_prior, k_chain, k_path, k_lam, k_drop = jax.random.split(key, 5)

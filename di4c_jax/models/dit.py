@@ -25,6 +25,16 @@ lambda conditioning, `lam_style`:
   are the teacher's blocks on the D tokens, independent of lambda, so `components` runs them once per row for
   any number of lambdas (a cheaper large N; the first block of such a student is its teacher's function).
 
+Local latents, `local_latents=Z` with `local_block=b` (a student option, ours): besides the global lambda (or
+instead of it, `lam_style=None`), an offset o ~ U{0..b-1} cuts the D positions into blocks of b consecutive ones and
+each block draws its own latent z ~ U{0..Z-1}; position d's logits are `final_out(h_d) + local_out(h_d)[z]`, with
+`local_out` a small random head (the student's only new parameters besides lambda's). Still a mixture of products
+(lambda = the global lambda, o and the z's), but one whose law is a product over blocks of Z-mixtures: one global
+lambda drawn N times cannot hold the independent local choices of many far-apart places at once, and the Z^blocks x
+b local combinations are enumerated exactly by `losses.mixture.local_mixture_log_likelihood` from one pass of the
+blocks per global lambda. lam is float32[B, 1 + D] (`Denoiser.draw_lam`): the global lambda, then each position's
+latent id.
+
 Options for the released MDLM/sdtt checkpoints (kuleshov-group/mdlm:models/dit.py, di4c_jax.interop.mdlm):
 - `time_embedding='mdlm'`: the network sees the log-linear total noise sigma(t) = -log1p(-(1 - 1e-3) t)
   (kuleshov-group/mdlm:noise_schedule.py), embedded by `TimestepEmbedder`: cos-first sinusoid of the raw sigma with
@@ -111,6 +121,12 @@ def dense(layer: nnx.Linear, x: jax.Array) -> jax.Array:
     """`layer` on x [..., in] as one [rows, in] matmul: XLA's CPU backend computes the weight gradient of a
     dense layer on [B, D, in] inputs about 4x slower than on the same rows flattened (same values)."""
     return layer(x.reshape(-1, x.shape[-1])).reshape(*x.shape[:-1], -1)
+
+
+def _take_latent(logits: jax.Array, ids: jax.Array, axis: int) -> jax.Array:
+    """logits gathered at latent ids along `axis`; ids outside [0, Z) give NaN (never a silent clip)."""
+    ids = jnp.where(ids < 0, logits.shape[axis], ids)
+    return jnp.take_along_axis(logits, ids, axis=axis, mode="fill", fill_value=jnp.nan)
 
 
 def _modulate(x, shift, scale):
@@ -260,18 +276,23 @@ class DiTDenoiser(nnx.Module):
                  lam_style: str | None = None, lam_zero_init: bool = True, lam_feature_dim: int = 128,
                  lam_hidden: int = 512, rotary_base: float = 1e4, compute_dtype=None, remat: str = "none",
                  lam_token_gate: bool = True, time_embedding: str = "sinusoid", fast_variance: bool = True,
-                 attention: str = "einsum", lam_blocks: int | None = None, rngs: nnx.Rngs):
+                 attention: str = "einsum", lam_blocks: int | None = None, local_latents: int = 0,
+                 local_block: int = 8, rngs: nnx.Rngs):
         if lam_style not in LAM_STYLES:
             raise ValueError(f"lam_style must be one of {LAM_STYLES}, got {lam_style!r}")
         if lam_blocks is not None and (lam_style != "token" or not 1 <= lam_blocks <= depth):
             raise ValueError(f"lam_blocks must be None or in [1, depth={depth}] with lam_style='token', got "
                              f"lam_blocks={lam_blocks!r} with lam_style={lam_style!r}")
+        if local_latents and (local_latents < 2 or not 1 <= local_block <= num_positions):
+            raise ValueError(f"local_latents needs local_latents >= 2 and 1 <= local_block <= num_positions="
+                             f"{num_positions}; got local_latents={local_latents}, local_block={local_block}")
+        self.local_latents, self.local_block = local_latents, local_block
         self.trunk_depth = 0 if lam_blocks is None else depth - lam_blocks
         if time_embedding not in TIME_EMBEDDINGS:
             raise ValueError(f"time_embedding must be one of {TIME_EMBEDDINGS}, got {time_embedding!r}")
         self.time_embedding = time_embedding
         self.num_states, self.num_positions, self.num_classes = num_states, num_positions, num_classes
-        self.mixture, self.lam_style = lam_style is not None, lam_style
+        self.mixture, self.lam_style = lam_style is not None or bool(local_latents), lam_style
         self.time_conditioning, self.time_freq_dim = time_conditioning, time_freq_dim
         self.head_dim, self.rotary_base, self.dtype = hidden // num_heads, rotary_base, compute_dtype
         self.remat = check_remat(remat)
@@ -298,18 +319,45 @@ class DiTDenoiser(nnx.Module):
         self.final_out = nnx.Linear(hidden, num_states, kernel_init=zeros, dtype=compute_dtype,
                                     preferred_element_type=jnp.float32,
                                     dot_general=low_precision_backward_dot_general, rngs=rngs)
+        if local_latents:  # latent z's logits: the shared head plus its own small, random (symmetry-breaking) one
+            self.local_out = nnx.Linear(hidden, local_latents * num_states, use_bias=False,
+                                        kernel_init=nnx.initializers.normal(0.02), dtype=compute_dtype,
+                                        preferred_element_type=jnp.float32,
+                                        dot_general=low_precision_backward_dot_general, rngs=rngs)
 
     @property
     def shares_trunk(self) -> bool:
-        """True if some leading blocks do not see lambda (`lam_blocks` < depth): `components` is cheaper then."""
-        return self.trunk_depth > 0
+        """True if some leading blocks do not see lambda (`lam_blocks` < depth, or local latents, which no block
+        sees): `components` is cheaper then."""
+        return self.trunk_depth > 0 or bool(self.local_latents)
 
     def __call__(self, x_t, t, lam, cond, *, rngs: nnx.Rngs | None = None) -> jax.Array:
+        if self.local_latents:  # lam float32[B, 1 + D]: the global lambda, then each position's latent id
+            logits = self._local_logits(x_t, t, lam[:, :1] if self.lam_style else None, cond, rngs)[:, 0]
+            return _take_latent(logits, lam[:, 1:].astype(jnp.int32)[:, :, None, None], axis=2)[:, :, 0]
         return self.components(x_t, t, None if lam is None else lam[:, None], cond, rngs=rngs)[:, 0]
+
+    def _local_logits(self, x_t, t, lam, cond, rngs) -> jax.Array:
+        """float32[B, N, D, Z, K]: every local latent's logits at N global lambdas lam [B, N] (None: N = 1)."""
+        h = self._head_input(x_t, t, lam, cond, rngs)
+        local = dense(self.local_out, h).astype(jnp.float32).reshape(*h.shape[:2], self.local_latents, -1)
+        logits = dense(self.final_out, h).astype(jnp.float32)[:, :, None] + local
+        return logits.reshape(x_t.shape[0], -1, *logits.shape[1:])
 
     def components(self, x_t, t, lam, cond, *, rngs: nnx.Rngs | None = None) -> jax.Array:
         """x_t int32[B, D], t f32[B], lam f32[B, N] | None (N = 1), cond int32[B] | None -> logits f32[B, N, D, K],
-        the blocks before the first that sees lambda run once per row."""
+        the blocks before the first that sees lambda run once per row. With local latents: [B, N Z, D, K],
+        component n Z + z the global lam[b, n] (ignored without a lambda input) with latent z at every position."""
+        if self.local_latents:
+            logits = self._local_logits(x_t, t, lam if self.lam_style else None, cond, rngs)
+            logits = jnp.moveaxis(logits, 3, 2)  # [B, N, Z, D, K]
+            return logits.reshape(x_t.shape[0], -1, *logits.shape[3:])
+        h = self._head_input(x_t, t, lam, cond, rngs)
+        logits = dense(self.final_out, h).astype(jnp.float32)
+        return logits.reshape(x_t.shape[0], -1, *logits.shape[1:])
+
+    def _head_input(self, x_t, t, lam, cond, rngs):
+        """h [B N, D, H] in the compute dtype at the output layer, rows repeated b-major for N lambdas."""
         cast = lambda a: a if self.dtype is None else a.astype(self.dtype)  # noqa: E731
         c = self._conditioning(t, cond)  # float32 until lambda is in
         x = self.tok_embed(x_t)
@@ -328,9 +376,7 @@ class DiTDenoiser(nnx.Module):
         x, z = run_blocks(blocks[self.trunk_depth:], x, c, cos, sin, z, remat=self.remat, rngs=rngs)
         shift, scale = jnp.split(self.final_adaln(c)[:, None, :], 2, axis=-1)
         h = self.final_norm(x.astype(jnp.float32))
-        h = _modulate(cast(h), shift, scale)
-        logits = dense(self.final_out, h).astype(jnp.float32)
-        return logits.reshape(x_t.shape[0], num, *logits.shape[1:])
+        return _modulate(cast(h), shift, scale)
 
     def _conditioning(self, t, cond):
         """float32 c [B, cond_dim] from the time and the class (lambda is added where the blocks need it)."""

@@ -148,7 +148,12 @@ def _check_inputs(model, x_t, t, lam, cond, grid: int | None = None):
     if model.mixture != (lam is not None):
         raise ValueError("lam must be float[B] for a model built with lambda conditioning and None otherwise "
                          f"(model takes lambda: {model.mixture}, lam given: {lam is not None})")
-    if lam is not None:
+    if lam is not None and getattr(model, "local_latents", 0) and grid is None:
+        lam = jnp.asarray(lam, jnp.float32)
+        if lam.shape != (b, 1 + d):
+            raise ValueError(f"a local-latent model's lam must be float[B, 1 + D] = float{[b, 1 + d]} (the global "
+                             f"lambda, then each position's latent id), got shape {lam.shape}")
+    elif lam is not None:
         lam = as_batch_times(lam, b) if grid is None else jnp.asarray(lam, jnp.float32)
         want = (b,) if grid is None else (b, grid)
         if lam.shape != want:
@@ -203,10 +208,12 @@ def make_denoiser(model_config) -> Denoiser:
     model = nnx.eval_shape(lambda: build_model(model_config, jax.random.key(0)))
     graphdef, abstract, _ = split_params(model)
     shares_trunk = bool(getattr(model, "shares_trunk", False))
+    local = int(getattr(model, "local_latents", 0))
     return Denoiser(make_apply(graphdef, abstract), num_states=model.num_states,
                     num_positions=model.num_positions, mixture=bool(model.mixture),
                     num_classes=int(model.num_classes), config_json=config_json(model_config),
-                    components=make_components(graphdef, abstract) if shares_trunk else None)
+                    components=make_components(graphdef, abstract) if shares_trunk else None,
+                    local_latents=(local, int(model.local_block), model.lam_style is not None) if local else None)
 
 
 def config_json(config) -> str:
