@@ -106,3 +106,27 @@ def test_masked_posterior_is_bayes_rule_over_the_completions(hmm):
     assert got[0] == pytest.approx(0.0, abs=1e-5)
     with pytest.raises(ValueError, match="mask_id must be the vocabulary size 4"):
         hmm_masked_posterior_loglik(jnp.asarray(x0), jnp.asarray(x_t), 7, *hmm)
+
+
+def test_masked_posterior_samples_follow_the_posterior(hmm):
+    """Draws of `hmm_masked_posterior_sample` keep x_t's tokens and follow q(x0 | x_t) (chi-square against the
+    enumerated posterior), for a partly and a fully masked x_t."""
+    import scipy.stats
+
+    from di4c_jax.eval.hmm import hmm_masked_posterior_loglik, hmm_masked_posterior_sample
+
+    x_t = np.array([[V, 2, V, V], [V, V, V, V]])
+    num = 20_000
+    draws = np.asarray(hmm_masked_posterior_sample(jax.random.key(3), jnp.asarray(x_t), V, *hmm, num=num))
+    assert draws.shape == (2, num, L)
+    every = all_states(L, V)
+    for i in range(len(x_t)):
+        fits = every[np.all((every == x_t[i]) | (x_t[i] == V), axis=1)]
+        assert np.all(np.isin(state_index(draws[i], V), state_index(fits, V)))
+        law = np.exp(np.asarray(hmm_masked_posterior_loglik(jnp.asarray(fits), jnp.repeat(jnp.asarray(x_t[i:i + 1]),
+                                                                                           len(fits), 0), V, *hmm),
+                                np.float64))
+        counts = np.array([np.sum(state_index(draws[i], V) == j) for j in state_index(fits, V)])
+        assert scipy.stats.chisquare(counts, num * law / law.sum()).pvalue > 1e-3
+    with pytest.raises(ValueError, match="mask_id must be the vocabulary size 4"):
+        hmm_masked_posterior_sample(jax.random.key(0), jnp.asarray(x_t), 7, *hmm)

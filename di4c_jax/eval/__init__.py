@@ -14,8 +14,8 @@ from di4c_jax.eval.nelbo import heldout_nelbo, marginal_denoiser
 from di4c_jax.eval.fid import feature_stats, fid, frechet_distance, inception_score, kid
 from di4c_jax.eval.gen_ppl import GenPPL, generative_perplexity
 from di4c_jax.eval.gpt2 import GPT2, GPT2Config, init_gpt2
-from di4c_jax.eval.hmm import (hmm_entropy_rate, hmm_log_likelihood, hmm_prefix_log_likelihood, hmm_window_law,
-                               random_hmm, sample_hmm, window_tokens)
+from di4c_jax.eval.hmm import (hmm_entropy_rate, hmm_log_likelihood, hmm_masked_posterior_sample,
+                               hmm_prefix_log_likelihood, hmm_window_law, random_hmm, sample_hmm, window_tokens)
 from di4c_jax.eval.laws import IsingChain, ParityLaw, ProductMixture
 from di4c_jax.eval.lm import LMConfig, chunk_stream, init_lm, train_lm
 from di4c_jax.eval.text import mean_unigram_entropy, self_bleu, sentence_bleu, unigram_entropy
@@ -29,8 +29,8 @@ __all__ = [
     "heldout_nelbo", "marginal_denoiser",
     "feature_stats", "fid", "frechet_distance", "inception_score", "kid",
     "GenPPL", "generative_perplexity", "GPT2", "GPT2Config", "init_gpt2",
-    "hmm_entropy_rate", "hmm_log_likelihood", "hmm_prefix_log_likelihood", "hmm_window_law", "random_hmm",
-    "sample_hmm", "window_tokens",
+    "hmm_entropy_rate", "hmm_log_likelihood", "hmm_masked_posterior_sample", "hmm_prefix_log_likelihood",
+    "hmm_window_law", "random_hmm", "sample_hmm", "window_tokens",
     "IsingChain", "ParityLaw", "ProductMixture",
     "LMConfig", "chunk_stream", "init_lm", "train_lm",
     "mean_unigram_entropy", "self_bleu", "sentence_bleu", "unigram_entropy",

@@ -86,6 +86,46 @@ def hmm_masked_posterior_loglik(x0, x_t, mask_id: int, log_init, log_trans, log_
     return hmm_log_likelihood(x0, log_init, log_trans, log_emit) - visible
 
 
+def hmm_masked_posterior_sample(key, x_t, mask_id: int, log_init, log_trans, log_emit, *, num: int = 1) -> jax.Array:
+    """`num` independent draws x0 ~ q(x0 | x_t) per row of a masked x_t of HMM text -> int32[n, num, L]: forward
+    filtering over the unmasked tokens (the mask emits with probability 1 in every hidden state, as
+    `hmm_masked_posterior_loglik`), backward sampling of the hidden path, then the masked tokens from its emissions;
+    unmasked tokens are kept. x_t: int[n, L] with mask_id = V."""
+    _, v = _check_params(log_init, log_trans, log_emit)
+    if mask_id != v:
+        raise ValueError(f"mask_id must be the vocabulary size {v} (the masked process's mask), got {mask_id}")
+    check_tokens(x_t, v + 1, "x_t")
+    x_t = jnp.asarray(x_t, jnp.int32)
+    log_emit_masked = jnp.concatenate([log_emit, jnp.zeros((log_emit.shape[0], 1), log_emit.dtype)], axis=1)
+    return _posterior_sample(key, x_t, log_init, log_trans, log_emit_masked, num)
+
+
+@jax.jit(static_argnums=5)
+def _posterior_sample(key, x_t, log_init, log_trans, log_emit_masked, num):
+    n, length = x_t.shape
+    emit = log_emit_masked[:, x_t].transpose(1, 2, 0)  # [n, L, H]
+
+    def forward(alpha, e):
+        alpha = jax.nn.logsumexp(alpha[:, :, None] + log_trans[None], axis=1) + e
+        return alpha, alpha
+
+    alpha0 = log_init[None] + emit[:, 0]
+    _, alphas = jax.lax.scan(forward, alpha0, jnp.moveaxis(emit[:, 1:], 1, 0))
+    alphas = jnp.concatenate([alpha0[None], alphas])  # [L, n, H]: log p(z_j, x_{<=j})
+    k_last, k_path, k_tokens = jax.random.split(key, 3)
+    z_last = jax.random.categorical(k_last, alphas[-1][:, None, :], shape=(n, num))
+
+    def backward(z_next, inputs):
+        alpha, k = inputs
+        z = jax.random.categorical(k, alpha[:, None, :] + log_trans.T[z_next])  # p(z_j | z_{j+1}, x_{<=j})
+        return z, z
+
+    _, path = jax.lax.scan(backward, z_last, (alphas[:-1][::-1], jax.random.split(k_path, length - 1)))
+    z = jnp.moveaxis(jnp.concatenate([path[::-1], z_last[None]]), 0, -1)  # [n, num, L]
+    tokens = jax.random.categorical(k_tokens, log_emit_masked[z][..., :-1])
+    return jnp.where(x_t[:, None, :] == log_emit_masked.shape[1] - 1, tokens, x_t[:, None, :]).astype(jnp.int32)
+
+
 def hmm_entropy_rate(key, log_init, log_trans, log_emit, num_samples: int = 256, length: int = 512,
                      burn_in: int = 64) -> tuple[float, float]:
     """Monte-Carlo entropy rate in nats/token -> (estimate, standard error).
