@@ -47,19 +47,29 @@ def load_released(path: Path):
     return interop.load_checkpoint(path, "di4c")
 
 
+def check_local_latents(kind: str | None, local_latents: int) -> None:
+    """model.local_latents is a DiT student's option (di4c_jax.models.dit)."""
+    if local_latents and kind != "dit":
+        raise ValueError(f"model.local_latents={local_latents} applies to DiT students; this student is a {kind!r}")
+
+
 def teacher_config(path: Path) -> dict:
     return interop.ours.load_model_config(path)
 
 
 def student_config(teacher_cfg: dict, *, lam_style: str | None, lam_zero_init: bool,
-                   lam_blocks: int | None = None) -> dict:
+                   lam_blocks: int | None = None, local_latents: int = 0, local_block: int = 8) -> dict:
     """The student of a released teacher: the same network plus the lambda input (`lam_style`, default the
-    reference's for that architecture; `lam_blocks`: a DiT's last blocks that see it, None all)."""
+    reference's for that architecture; `lam_blocks`: a DiT's last blocks that see it, None all; `local_latents`:
+    a DiT's local latents per `local_block` positions, 0 none)."""
     kind = teacher_cfg.get("kind")
     style = lam_style or REFERENCE_LAM_STYLE.get(kind)
     if style is None:
         raise ValueError(f"no default lambda style for a released {kind!r} teacher; set config.model.lam_style")
+    check_local_latents(kind, local_latents)
     extra = {} if lam_blocks is None else {"lam_blocks": lam_blocks}
+    if local_latents:
+        extra.update(local_latents=local_latents, local_block=local_block)
     return dict(teacher_cfg, lam_style=style, lam_zero_init=lam_zero_init, **extra)
 
 

@@ -7,7 +7,7 @@ Config layout (each section a dict):
   name, seed, teacher_workdir ('' or another run whose trained teacher is shared), progress, mesh {fsdp}
   data      {kind, ...}: the data kind's own options (experiments.setup.DATA_KINDS)
   process   {kind, ...}: a registered process (di4c_jax.processes.PROCESSES) and its fields
-  model     {size, overrides, class_conditional, lam_style, lam_zero_init, lam_blocks}
+  model     {size, overrides, class_conditional, lam_style, lam_zero_init, lam_blocks, local_latents, local_block}
   teacher   {steps, batch_size, checkpoint_every, log_every, keep, label_drop, optim {...}, loss {TeacherLossConfig}}
   distill   {objective, rounds, loss {the objective's config; di4c: recipe + recipe fields}, teacher_weights,
              init_from, and the training fields of `teacher`}
@@ -66,6 +66,8 @@ class ModelSpec:
     lam_style: str | None = None  # the student's lambda input; None: 'token' for a DiT, 'embed' otherwise
     lam_zero_init: bool = True
     lam_blocks: int | None = None  # a DiT student's blocks that see the lambda token (the last ones); None: all
+    local_latents: int = 0  # Z > 0: a DiT student draws one of Z latents per block besides lambda (models.dit)
+    local_block: int = 8  # the local latents' block of consecutive positions
     remat: str = "none"  # per-block rematerialisation policy (di4c_jax.models.remat.REMAT_POLICIES)
     compute_dtype: str = "float32"  # 'bfloat16': bf16 matmuls, float32 params, norms, logits and losses
 

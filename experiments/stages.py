@@ -56,7 +56,8 @@ def model_config(setup: Setup, student: bool):
         released.check_fits(cfg, num_states=setup.process.num_states, num_dims=setup.num_dims, where=found)
         if student:
             cfg = released.student_config(cfg, lam_style=spec.lam_style, lam_zero_init=spec.lam_zero_init,
-                                          lam_blocks=spec.lam_blocks)
+                                          lam_blocks=spec.lam_blocks, local_latents=spec.local_latents,
+                                          local_block=spec.local_block)
         return ml_collections.ConfigDict(cfg)
     overrides = dict(spec.overrides, remat=spec.remat,
                      compute_dtype=None if spec.compute_dtype == "float32" else spec.compute_dtype)
@@ -70,6 +71,9 @@ def model_config(setup: Setup, student: bool):
             overrides["num_classes"] = setup.info.num_classes
     if student:
         overrides["lam_style"] = spec.lam_style or ("token" if kind == "dit" else "embed")
+        released.check_local_latents(kind, spec.local_latents)
+        if spec.local_latents:
+            overrides.update(local_latents=spec.local_latents, local_block=spec.local_block)
         overrides["lam_zero_init"] = spec.lam_zero_init
         if spec.lam_blocks is not None:
             overrides["lam_blocks"] = spec.lam_blocks

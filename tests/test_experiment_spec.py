@@ -66,8 +66,11 @@ def test_benchmark_configs_distil_with_cdm_one_step_unless_di4c_is_asked_for(mod
     assert cdm.distill.loss.to_dict() == dict(CDM_ONE_STEP, num_lambda=di4c.distill.loss.num_lambda)
     for field in ("steps", "batch_size", "optim", "init_from"):
         assert cdm.distill[field] == di4c.distill[field]
-    for section in ("data", "process", "model", "teacher", "sample", "evaluate"):
+    for section in ("data", "process", "teacher", "sample", "evaluate"):
         assert cdm[section] == di4c[section]
+    # the network too, but for the CDM student's local latents (text_hmm), which Di4C does not take
+    assert dict(cdm.model.to_dict(), local_latents=0) == dict(di4c.model.to_dict(), local_latents=0)
+    assert di4c.model.get("local_latents", 0) == 0
     recipe = resolve(cdm).distill.config(1)
     assert (recipe.mode, recipe.num_teacher_steps, recipe.num_samples) == ("one_step", 32, 4)
 
@@ -87,6 +90,8 @@ def test_compare_cdm_one_step_is_the_benchmark_default_student(benchmark, arg):
         assert compared.optim.learning_rate == 3e-4
         compared.optim.learning_rate = default.optim.learning_rate
     assert compared.to_dict() == default.to_dict()
+    assert compare.get_config(f"cdm_one_step,{benchmark}").model == \
+        importlib.import_module(f"experiments.configs.{benchmark}").get_config(arg).model
 
 
 def test_config_arguments_are_checked_by_name():
@@ -102,3 +107,15 @@ def test_config_arguments_are_checked_by_name():
     with pytest.raises(ValueError, match=r"sdtt recipe is a Di4C recipe: quickstart.py:di4c,sdtt"):
         quickstart.get_config("sdtt")
     assert quickstart.get_config("di4c,sdtt").distill.loss.recipe == "sdtt"
+
+
+def test_local_latents_are_a_dit_students_option():
+    """model.local_latents reaches a DiT student (also a released teacher's) and is refused, by name, elsewhere."""
+    from experiments import released
+
+    with pytest.raises(ValueError, match="local_latents=16 applies to DiT students; this student is a 'unet'"):
+        released.student_config({"kind": "unet"}, lam_style="embed", lam_zero_init=True, local_latents=16)
+    cfg = released.student_config({"kind": "dit"}, lam_style=None, lam_zero_init=False, local_latents=16,
+                                  local_block=4)
+    assert (cfg["lam_style"], cfg["local_latents"], cfg["local_block"]) == ("token", 16, 4)
+    assert "local_latents" not in released.student_config({"kind": "dit"}, lam_style=None, lam_zero_init=False)

@@ -32,10 +32,9 @@ own default student (the quickstart's at lr 3e-4, see get_config).
 from experiments.configs import digits_maskgit, digits_pixels, quickstart, text_hmm, text_pystdlib
 from experiments.configs.base import CDM_ONE_STEP
 
-BENCHMARKS = {"quickstart": lambda: quickstart.get_config("di4c"), "text_hmm": lambda: text_hmm.get_config("di4c"),
-              "digits_pixels": lambda: digits_pixels.get_config("cpu,di4c"),
-              "digits_maskgit": lambda: digits_maskgit.get_config("cpu,di4c"),
-              "text_pystdlib": lambda: text_pystdlib.get_config("cpu,di4c")}
+# benchmark -> (config module, its argument without the objective)
+BENCHMARKS = {"quickstart": (quickstart, ""), "text_hmm": (text_hmm, ""), "digits_pixels": (digits_pixels, "cpu"),
+              "digits_maskgit": (digits_maskgit, "cpu"), "text_pystdlib": (text_pystdlib, "cpu")}
 
 OBJECTIVES = {
     # SDTT, 6 rounds: round r's student matches two teacher steps of size dt_r = 2^(r-1) / 64 (kl-bwd, per masked
@@ -65,9 +64,12 @@ def get_config(arg: str = "sdtt"):
         raise ValueError(f"unknown objective {objective!r}; choose one of {sorted(OBJECTIVES)}")
     if benchmark not in BENCHMARKS:
         raise ValueError(f"unknown benchmark {benchmark!r}; choose one of {sorted(BENCHMARKS)}")
-    c = BENCHMARKS[benchmark]()
+    module, arg = BENCHMARKS[benchmark]
+    c = module.get_config(",".join(filter(None, [arg, "di4c"])))
     c.name = objective
     settings = dict(OBJECTIVES[objective])
+    if settings["objective"] == "cdm":  # the default student's network (text_hmm: with local latents)
+        c.model = module.get_config(arg).model
     if "loss" in settings:
         # Keep the benchmark's lambda count (the same for every objective).
         c.distill.loss = dict(settings.pop("loss"), num_lambda=c.distill.loss.num_lambda) \
