@@ -21,6 +21,7 @@ from absl import app, flags
 
 from di4c_jax.denoiser import local_block_ids
 from di4c_jax.eval import hmm_masked_posterior_sample
+from di4c_jax.processes import safe_log
 from experiments.evaluation import HMMScorer
 from experiments.setup import setup_from_workdir
 
@@ -65,7 +66,7 @@ def oracle_samples(key, setup, steps: int, block: int, num: int) -> np.ndarray:
     for i in range(steps):
         key, k_x0, k_step = jax.random.split(key, 3)
         x0 = blockwise_posterior_x0(k_x0, x, setup.hmm, process.mask_id, block)
-        logp = jnp.where(jax.nn.one_hot(x0, process.num_states, dtype=bool), 0.0, -1e6)
+        logp = safe_log(jax.nn.one_hot(x0, process.num_states))  # x0 with certainty
         t, s = jnp.full((num,), grid[i]), jnp.full((num,), grid[i + 1])
         x = process.reverse_step(k_step, x, logp, t, s)
     return np.asarray(x)

@@ -46,16 +46,21 @@ def sample_hmm(key, num_samples: int, length: int, log_init, log_trans, log_emit
     return x.T, z.T
 
 
-@jax.jit
-def _prefix_log_likelihood(tokens, log_init, log_trans, log_emit):
+def _forward(tokens, log_init, log_trans, log_emit) -> jax.Array:
+    """The forward variables alpha_j(z) = log p(z_j = z, x_{1..j}) -> [L, n, H] (tokens int[n, L])."""
     alpha0 = log_init[None, :] + log_emit[:, tokens[:, 0]].T  # [n, H]
 
     def step(alpha, x):
         alpha = jax.nn.logsumexp(alpha[:, :, None] + log_trans[None], axis=1) + log_emit[:, x].T
-        return alpha, jax.nn.logsumexp(alpha, axis=1)
+        return alpha, alpha
 
     _, rest = jax.lax.scan(step, alpha0, tokens[:, 1:].T)
-    return jnp.concatenate([jax.nn.logsumexp(alpha0, axis=1)[:, None], rest.T], axis=1)
+    return jnp.concatenate([alpha0[None], rest])
+
+
+@jax.jit
+def _prefix_log_likelihood(tokens, log_init, log_trans, log_emit):
+    return jax.nn.logsumexp(_forward(tokens, log_init, log_trans, log_emit), axis=2).T
 
 
 def hmm_prefix_log_likelihood(tokens, log_init, log_trans, log_emit) -> jax.Array:
@@ -74,14 +79,20 @@ def hmm_log_likelihood(tokens, log_init, log_trans, log_emit) -> jax.Array:
     return hmm_prefix_log_likelihood(tokens, log_init, log_trans, log_emit)[:, -1]
 
 
+def _masked_emissions(mask_id: int, log_init, log_trans, log_emit) -> jax.Array:
+    """log_emit [H, V] with a mask column V of log-probability 0 in every hidden state: [H, V + 1] (the mask
+    pattern of a masked process is independent of x0, so a masked token is summed out)."""
+    _, v = _check_params(log_init, log_trans, log_emit)
+    if mask_id != v:
+        raise ValueError(f"mask_id must be the vocabulary size {v} (the masked process's mask), got {mask_id}")
+    return jnp.concatenate([log_emit, jnp.zeros((log_emit.shape[0], 1), log_emit.dtype)], axis=1)
+
+
 def hmm_masked_posterior_loglik(x0, x_t, mask_id: int, log_init, log_trans, log_emit) -> jax.Array:
     """log q(x0 | x_t) for a masked x_t of HMM text x0 -> float32[n]: log p(x0) - log p(the unmasked tokens),
     the masked positions summed out by giving the mask an emission probability of 1 in every hidden state (the
     mask pattern is independent of x0 under a masked process). x0, x_t: int[n, L]; mask_id: the mask token (V)."""
-    _, v = _check_params(log_init, log_trans, log_emit)
-    if mask_id != v:
-        raise ValueError(f"mask_id must be the vocabulary size {v} (the masked process's mask), got {mask_id}")
-    log_emit_masked = jnp.concatenate([log_emit, jnp.zeros((log_emit.shape[0], 1), log_emit.dtype)], axis=1)
+    log_emit_masked = _masked_emissions(mask_id, log_init, log_trans, log_emit)
     visible = _prefix_log_likelihood(jnp.asarray(x_t, jnp.int32), log_init, log_trans, log_emit_masked)[:, -1]
     return hmm_log_likelihood(x0, log_init, log_trans, log_emit) - visible
 
@@ -91,27 +102,15 @@ def hmm_masked_posterior_sample(key, x_t, mask_id: int, log_init, log_trans, log
     filtering over the unmasked tokens (the mask emits with probability 1 in every hidden state, as
     `hmm_masked_posterior_loglik`), backward sampling of the hidden path, then the masked tokens from its emissions;
     unmasked tokens are kept. x_t: int[n, L] with mask_id = V."""
-    _, v = _check_params(log_init, log_trans, log_emit)
-    if mask_id != v:
-        raise ValueError(f"mask_id must be the vocabulary size {v} (the masked process's mask), got {mask_id}")
-    check_tokens(x_t, v + 1, "x_t")
-    x_t = jnp.asarray(x_t, jnp.int32)
-    log_emit_masked = jnp.concatenate([log_emit, jnp.zeros((log_emit.shape[0], 1), log_emit.dtype)], axis=1)
-    return _posterior_sample(key, x_t, log_init, log_trans, log_emit_masked, num)
+    log_emit_masked = _masked_emissions(mask_id, log_init, log_trans, log_emit)
+    check_tokens(x_t, mask_id + 1, "x_t")
+    return _posterior_sample(key, jnp.asarray(x_t, jnp.int32), log_init, log_trans, log_emit_masked, num)
 
 
 @jax.jit(static_argnums=5)
 def _posterior_sample(key, x_t, log_init, log_trans, log_emit_masked, num):
     n, length = x_t.shape
-    emit = log_emit_masked[:, x_t].transpose(1, 2, 0)  # [n, L, H]
-
-    def forward(alpha, e):
-        alpha = jax.nn.logsumexp(alpha[:, :, None] + log_trans[None], axis=1) + e
-        return alpha, alpha
-
-    alpha0 = log_init[None] + emit[:, 0]
-    _, alphas = jax.lax.scan(forward, alpha0, jnp.moveaxis(emit[:, 1:], 1, 0))
-    alphas = jnp.concatenate([alpha0[None], alphas])  # [L, n, H]: log p(z_j, x_{<=j})
+    alphas = _forward(x_t, log_init, log_trans, log_emit_masked)  # [L, n, H]: log p(z_j, x_{<=j})
     k_last, k_path, k_tokens = jax.random.split(key, 3)
     z_last = jax.random.categorical(k_last, alphas[-1][:, None, :], shape=(n, num))
 

@@ -28,10 +28,10 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from di4c_jax.denoiser import Denoiser, draw_lam_grid
+from di4c_jax.denoiser import Denoiser
 from di4c_jax.losses.cdm import student_kernel_logprobs_at, teacher_chain
 from di4c_jax.losses.inputs import checked_batch, reject_local_latents
-from di4c_jax.losses.mixture import gather_points, mixture_log_density_at
+from di4c_jax.losses.mixture import component_grid, gather_points, mixture_log_density_at
 from di4c_jax.processes.base import as_batch_times, sample_categorical
 from di4c_jax.processes.protocol import Process
 
@@ -134,8 +134,7 @@ def trajectory_loss(key: jax.Array, *, student: Denoiser, student_params: Any, t
     grid = jnp.asarray(process.default_time_grid(config.num_student_steps), jnp.float32)
     path = jnp.concatenate([x_start[:, None],
                             forward_path(k_path, process=process, x0=target, grid=grid)], axis=1)
-    num = config.num_lambda if student.mixture else 1
-    lam = draw_lam_grid(k_lam, batch, num)
+    lam = component_grid(k_lam, denoiser=student, batch=batch, num=config.num_lambda)
     values = path_component_logprobs(student=student, student_params=student_params, process=process, path=path,
                                      x0=target, grid=grid, lam=lam, cond=cond,
                                      rngs=k_drop if config.student_dropout else None)[..., None]  # [B, N, k D, 1]
