@@ -100,16 +100,6 @@ class Denoiser:
         """Normalised log p(x0 | x_t, t, lam) [B, D, K]."""
         return process.x0_logprobs(self.apply(params, x_t, t, lam, cond, rngs=rngs), x_t)
 
-    def component_logprobs(self, key: jax.Array, process, params: Params, x_t, t, *, num: int, cond=None,
-                           rngs=None) -> jax.Array:
-        """Log-probs of `num` mixture components per row, each at a fresh lam: [B, num, D, K].
-
-        Rows are repeated b-major (row b's components are rows b*num .. b*num+num-1 of one batch of B*num).
-        A product denoiser gives `num` copies of its one distribution.
-        """
-        lam = draw_lam_grid(key, x_t.shape[0], num)
-        return self.component_logprobs_at(process, params, x_t, t, lam, cond, rngs=rngs)
-
     def component_logprobs_at(self, process, params: Params, x_t, t, lam, cond=None, *, rngs=None) -> jax.Array:
         """Log-probs of the components at lam float32[B, num] (component n of row b at lam[b, n]): [B, num, D, K],
         in one network call over B*num rows repeated b-major (or one `components` call). A product denoiser
